@@ -1,0 +1,3 @@
+from bootbrain.cli import main
+
+main()

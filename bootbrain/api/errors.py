@@ -1,0 +1,156 @@
+"""The one place that maps errors to HTTP for the operator API: every 4xx/5xx is an
+``application/problem+json`` body (:class:`bootbrain.schemas.Problem`) that names the
+offending field. Database driver messages never reach the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+from bootbrain import errors
+from bootbrain.schemas import FieldProblem, Problem
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class RequestValidationError(Exception):
+    """Raised by the spectree hook for a request that fails its pydantic model."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__("invalid request")
+        self.problems = problems
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    field_problems: list[FieldProblem] | None = None,
+    holder: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = Problem(
+        title=title, status=status, detail=detail, errors=field_problems or [], holder=holder
+    )
+    resp = Response(
+        json.dumps(body.model_dump(exclude_none=True)), status=status, mimetype=PROBLEM_JSON
+    )
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def field_problems_of(pydantic_errors: list[dict[str, Any]], location: str) -> list[FieldProblem]:
+    out = []
+    for e in pydantic_errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        if loc and loc[0] in {"body", "query"}:
+            loc = loc[1:]
+        field = ".".join(loc) or location
+        message = str(e.get("msg", "invalid"))
+        # "Value error, nics: …" → name the field the validator named.
+        message = message.removeprefix("Value error, ")
+        if ":" in message and not loc:
+            head, _, rest = message.partition(":")
+            if head.replace(".", "").replace("_", "").isalnum():
+                field, message = head, rest.strip()
+        out.append(FieldProblem(field=field, message=message))
+    return out
+
+
+def spectree_before(
+    req: Any, resp: Any, req_validation_error: Any, instance: Any, model_adapter: Any = None
+) -> None:
+    if req_validation_error is None:
+        return
+    location = "query" if request.method in ("GET", "DELETE") else "body"
+    raise RequestValidationError(field_problems_of(req_validation_error.errors(), location))
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(RequestValidationError)
+    def _validation(e: RequestValidationError) -> Response:
+        return problem(422, "Invalid request", "one or more fields are invalid", e.problems)
+
+    from bootbrain.api import BadBodyError
+
+    @app.errorhandler(BadBodyError)
+    def _bad_body(e: BadBodyError) -> Response:
+        return problem(
+            e.status, "Bad request body", str(e), [FieldProblem(field="body", message=str(e))]
+        )
+
+    @app.errorhandler(errors.FieldError)
+    def _field(e: errors.FieldError) -> Response:
+        return problem(
+            422,
+            "Invalid value",
+            e.message,
+            [FieldProblem(field=e.field, message=e.message, line=e.line)],
+        )
+
+    @app.errorhandler(errors.NotFoundError)
+    def _not_found(e: errors.NotFoundError) -> Response:
+        return problem(404, "Not found", str(e))
+
+    @app.errorhandler(errors.ConflictError)
+    def _conflict(e: errors.ConflictError) -> Response:
+        return problem(
+            409,
+            "Conflict",
+            e.message,
+            [FieldProblem(field=e.field, message=e.message)],
+            holder=e.holder,
+        )
+
+    @app.errorhandler(errors.StaleError)
+    def _stale(e: errors.StaleError) -> Response:
+        return problem(
+            412,
+            "Precondition failed",
+            str(e),
+            headers={"ETag": f'"{e.current}"'} if e.current.isdigit() else None,
+        )
+
+    @app.errorhandler(errors.AuthError)
+    def _auth(e: errors.AuthError) -> Response:
+        return problem(
+            401,
+            "Unauthorized",
+            f"a valid API token is required ({e})",
+            headers={"WWW-Authenticate": 'Bearer realm="bootbrain"'},
+        )
+
+    @app.errorhandler(errors.ForbiddenError)
+    def _forbidden(e: errors.ForbiddenError) -> Response:
+        return problem(403, "Forbidden", str(e))
+
+    from bootbrain import machine_routes
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException) -> Response:
+        if machine_routes.is_script_route():
+            return machine_routes.error_script()
+        if not _is_api():
+            return e.get_response()  # type: ignore[return-value]
+        headers = {}
+        if e.code == 405 and e.valid_methods:  # type: ignore[attr-defined]
+            headers["Allow"] = ", ".join(e.valid_methods)  # type: ignore[attr-defined]
+        return problem(e.code or 500, e.name, e.description, headers=headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception) -> Response:
+        if machine_routes.is_script_route():
+            return machine_routes.error_script()
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(500, "Internal server error", "the error was logged on the server")

@@ -1,0 +1,331 @@
+"""Views of the operator API. Thin: parse (spectree + pydantic), call
+:mod:`bootbrain.inventory`, shape the answer. Networks, profiles and rules share one
+CRUD factory; machines add next-boot and preview; tokens, events and lease events
+are their own small views.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from pydantic import BaseModel
+from spectree import Response as Resp
+
+from bootbrain import inventory, leases, schemas
+from bootbrain.api import actor, etag, if_match, spec
+from bootbrain.db import Database
+from bootbrain.schemas import Problem
+
+
+def _db() -> Database:
+    db: Database = current_app.extensions["bootbrain.db"]
+    return db
+
+
+def _body_json() -> Any:
+    """The request body as its pydantic model (validated by spectree)."""
+    return request.context.json  # type: ignore[attr-defined]
+
+
+def _body_query() -> Any:
+    return request.context.query  # type: ignore[attr-defined]
+
+
+def _json(model: BaseModel, status: int = 200, headers: dict[str, Any] | None = None) -> Response:
+    resp = Response(model.model_dump_json(), status=status, mimetype="application/json")
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {f"HTTP_{c}": Problem for c in (401, 403, 422, *codes)}
+
+
+@dataclass(frozen=True)
+class Crud:
+    """One resource's inventory functions and models, for :func:`crud`."""
+
+    plural: str
+    tag: str
+    create_in: type[BaseModel]
+    update_in: type[BaseModel]
+    out: type[Any]
+    page: type[BaseModel]
+    create: Callable[..., Any]
+    get: Callable[[Database, int], Any]
+    list: Callable[[Database, Any], tuple[list[Any], int | None]]
+    update: Callable[..., Any]
+    delete: Callable[..., None]
+    query: type[BaseModel] = schemas.PageQuery
+    extra: Callable[[], tuple[Any, ...]] = lambda: ()
+
+
+def crud(bp: Routes, r: Crud) -> None:
+    path, item = f"/{r.plural}", f"/{r.plural}/<int:item_id>"
+
+    @spec.validate(json=r.create_in, resp=Resp(HTTP_201=r.out, **_errors(409)), tags=[r.tag])
+    def create() -> Response:
+        obj = r.create(_db(), _body_json(), *r.extra(), actor())
+        out = r.out.of(obj)
+        return _json(
+            out, 201, {**etag(out.version), "Location": f"{bp.url_prefix}/{r.plural}/{out.id}"}
+        )
+
+    @spec.validate(query=r.query, resp=Resp(HTTP_200=r.page, **_errors()), tags=[r.tag])
+    def list_() -> Response:
+        rows, next_after = r.list(_db(), _body_query())
+        return _json(r.page(items=[r.out.of(x) for x in rows], next_after=next_after))
+
+    @spec.validate(resp=Resp(HTTP_200=r.out, **_errors(404)), tags=[r.tag])
+    def get(item_id: int) -> Response:
+        out = r.out.of(r.get(_db(), item_id))
+        return _json(out, 200, etag(out.version))
+
+    @spec.validate(
+        json=r.update_in, resp=Resp(HTTP_200=r.out, **_errors(404, 409, 412)), tags=[r.tag]
+    )
+    def update(item_id: int) -> Response:
+        obj = r.update(
+            _db(),
+            item_id,
+            _body_json(),
+            *r.extra(),
+            if_match(),
+            actor(),
+        )
+        out = r.out.of(obj)
+        return _json(out, 200, etag(out.version))
+
+    @spec.validate(resp=Resp("HTTP_204", **_errors(404, 409, 412)), tags=[r.tag])
+    def delete(item_id: int) -> Response:
+        r.delete(_db(), item_id, if_match(), actor())
+        return Response(status=204)
+
+    singular = r.plural.rstrip("s")
+    for fn, doc in (
+        (create, f"Create a {singular}"),
+        (list_, f"List {r.plural}"),
+        (get, f"Read a {singular}"),
+        (update, f"Change a {singular} (partial)"),
+        (delete, f"Delete a {singular}"),
+    ):
+        fn.__doc__ = doc
+    bp.add_url_rule(path, f"create_{singular}", create, methods=["POST"])
+    bp.add_url_rule(path, f"list_{r.plural}", list_, methods=["GET"])
+    bp.add_url_rule(item, f"get_{singular}", get, methods=["GET"])
+    bp.add_url_rule(item, f"update_{singular}", update, methods=["PATCH"])
+    bp.add_url_rule(item, f"delete_{singular}", delete, methods=["DELETE"])
+
+
+def _profile_checker() -> tuple[Any, ...]:
+    from bootbrain.profiles import check_profile
+
+    return (check_profile,)
+
+
+class Routes:
+    """The API's routes, built (and spectree-decorated, which is slow) once per process
+    and added to each app's blueprint by :func:`register`."""
+
+    url_prefix = "/api/v1"
+
+    def __init__(self) -> None:
+        self.rules: list[tuple[str, str, Callable[..., Any], list[str]]] = []
+
+    def add_url_rule(
+        self, rule: str, endpoint: str, view: Callable[..., Any], methods: list[str]
+    ) -> None:
+        self.rules.append((rule, endpoint, view, methods))
+
+    def _route(self, rule: str, method: str) -> Callable[[Callable[..., Any]], Any]:
+        def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+            self.add_url_rule(rule, view.__name__, view, [method])
+            return view
+
+        return decorate
+
+    def get(self, rule: str) -> Callable[[Callable[..., Any]], Any]:
+        return self._route(rule, "GET")
+
+    def post(self, rule: str) -> Callable[[Callable[..., Any]], Any]:
+        return self._route(rule, "POST")
+
+    def put(self, rule: str) -> Callable[[Callable[..., Any]], Any]:
+        return self._route(rule, "PUT")
+
+    def delete(self, rule: str) -> Callable[[Callable[..., Any]], Any]:
+        return self._route(rule, "DELETE")
+
+
+def register(bp: Blueprint) -> None:
+    for rule, endpoint, view, methods in _routes().rules:
+        bp.add_url_rule(rule, endpoint, view, methods=methods)
+
+
+@functools.cache
+def _routes() -> Routes:
+    bp = Routes()
+    crud(
+        bp,
+        Crud(
+            "machines",
+            "machines",
+            schemas.MachineCreate,
+            schemas.MachineUpdate,
+            schemas.MachineOut,
+            schemas.MachinePage,
+            inventory.create_machine,
+            inventory.get_machine,
+            inventory.list_machines,
+            inventory.update_machine,
+            inventory.delete_machine,
+            query=schemas.MachineQuery,
+        ),
+    )
+    crud(
+        bp,
+        Crud(
+            "networks",
+            "networks",
+            schemas.NetworkIn,
+            schemas.NetworkUpdate,
+            schemas.NetworkOut,
+            schemas.NetworkPage,
+            inventory.create_network,
+            inventory.get_network,
+            inventory.list_networks,
+            inventory.update_network,
+            inventory.delete_network,
+        ),
+    )
+    crud(
+        bp,
+        Crud(
+            "profiles",
+            "profiles",
+            schemas.ProfileIn,
+            schemas.ProfileUpdate,
+            schemas.ProfileOut,
+            schemas.ProfilePage,
+            inventory.create_profile,
+            inventory.get_profile,
+            inventory.list_profiles,
+            inventory.update_profile,
+            inventory.delete_profile,
+            extra=_profile_checker,
+        ),
+    )
+    crud(
+        bp,
+        Crud(
+            "rules",
+            "rules",
+            schemas.RuleIn,
+            schemas.RuleUpdate,
+            schemas.RuleOut,
+            schemas.RulePage,
+            inventory.create_rule,
+            inventory.get_rule,
+            inventory.list_rules,
+            inventory.update_rule,
+            inventory.delete_rule,
+        ),
+    )
+
+    @bp.put("/machines/<int:item_id>/next-boot")
+    @spec.validate(
+        json=schemas.NextBootIn,
+        resp=Resp(HTTP_200=schemas.MachineOut, **_errors(404)),
+        tags=["machines"],
+    )
+    def put_next_boot(item_id: int) -> Response:
+        """Set the machine's one-shot next boot"""
+        m = inventory.set_next_boot(
+            _db(),
+            item_id,
+            _body_json(),
+            current_app.config["BOOTBRAIN"].next_boot_default_ttl,
+            actor(),
+        )
+        out = schemas.MachineOut.of(inventory.get_machine(_db(), m.id))
+        return _json(out, 200, etag(out.version))
+
+    @bp.delete("/machines/<int:item_id>/next-boot")
+    @spec.validate(resp=Resp("HTTP_204", **_errors(404)), tags=["machines"])
+    def delete_next_boot(item_id: int) -> Response:
+        """Cancel the machine's one-shot next boot"""
+        inventory.cancel_next_boot(_db(), item_id, actor())
+        return Response(status=204)
+
+    @bp.get("/machines/<int:item_id>/boot-preview")
+    @spec.validate(
+        query=schemas.PreviewQuery,
+        resp=Resp(HTTP_200=schemas.PreviewOut, **_errors(404)),
+        tags=["machines"],
+    )
+    def boot_preview(item_id: int) -> Response:
+        """What the machine would boot now, and why (records nothing)"""
+        from bootbrain import bootflow
+
+        q: schemas.PreviewQuery = _body_query()
+        return _json(bootflow.preview_machine(item_id, q.buildarch, q.platform))
+
+    @bp.post("/tokens")
+    @spec.validate(
+        json=schemas.TokenIn,
+        resp=Resp(HTTP_201=schemas.TokenCreated, **_errors(409)),
+        tags=["tokens"],
+    )
+    def create_token() -> Response:
+        """Create an API token (shown once)"""
+        t, token = inventory.create_token(
+            _db(), current_app.extensions["bootbrain.secret"], _body_json(), actor()
+        )
+        out = schemas.TokenCreated(**schemas.TokenOut.of(t).model_dump(), token=token)
+        return _json(out, 201)
+
+    @bp.get("/tokens")
+    @spec.validate(
+        query=schemas.PageQuery, resp=Resp(HTTP_200=schemas.TokenPage, **_errors()), tags=["tokens"]
+    )
+    def list_tokens() -> Response:
+        """List API tokens (never their secrets)"""
+        rows, nxt = inventory.list_tokens(_db(), _body_query())
+        return _json(
+            schemas.TokenPage(items=[schemas.TokenOut.of(t) for t in rows], next_after=nxt)
+        )
+
+    @bp.delete("/tokens/<int:item_id>")
+    @spec.validate(resp=Resp(HTTP_200=schemas.TokenOut, **_errors(404)), tags=["tokens"])
+    def revoke_token(item_id: int) -> Response:
+        """Revoke an API token"""
+        return _json(schemas.TokenOut.of(inventory.revoke_token(_db(), item_id, actor())))
+
+    @bp.get("/events")
+    @spec.validate(
+        query=schemas.EventQuery,
+        resp=Resp(HTTP_200=schemas.EventPage, **_errors()),
+        tags=["events"],
+    )
+    def list_events() -> Response:
+        """List events (boots, decisions, leases, changes), oldest first"""
+        rows, nxt = inventory.list_events(_db(), _body_query())
+        return _json(
+            schemas.EventPage(items=[schemas.EventOut.of(e) for e in rows], next_after=nxt)
+        )
+
+    @bp.post("/lease-events")
+    @spec.validate(
+        json=schemas.LeaseEventIn, resp=Resp(HTTP_202=schemas.Accepted, **_errors()), tags=["dhcp"]
+    )
+    def lease_event() -> Response:
+        """Record a DHCP lease event from the dnsmasq or Kea hook"""
+        result = leases.record(_db(), current_app.config["BOOTBRAIN"], _body_json())
+        return _json(result, 202)
+
+    return bp

@@ -1,0 +1,139 @@
+"""The boot core's value types: frozen dataclasses, no ORM, no Flask.
+
+The inventory layer builds these from database rows; :mod:`bootbrain.boot.decide` and
+:mod:`bootbrain.boot.render` only ever see these, so the core is testable without a
+database and cannot lazily load anything on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the booting machine *claims* about itself, in canonical form.
+
+    Never trusted and never copied into a script; see :mod:`bootbrain.boot.facts`.
+    """
+
+    uuid: str | None
+    mac: str | None
+    serial: str | None
+    board_serial: str | None
+    manufacturer: str | None
+    product: str | None
+    asset: str | None
+    buildarch: str | None
+    platform: str | None
+    #: What was malformed or ignored in the query, for the event log.
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MenuItem:
+    key: str
+    label: str
+    profile: ProfileView
+
+
+@dataclass(frozen=True)
+class MenuView:
+    items: tuple[MenuItem, ...]
+    #: Key of the item chosen when the timeout expires; None: boot from local disk.
+    default: str | None
+    #: Seconds; 0 waits for someone at the console.
+    timeout: int
+
+
+@dataclass(frozen=True)
+class ProfileView:
+    name: str
+    kind: str  # linux | ipxe | chain | local | menu
+    kernel: str | None = None
+    initrds: tuple[str, ...] = ()
+    cmdline: str | None = None
+    script: str | None = None
+    chain_url: str | None = None
+    local_method: str | None = None  # exit | sanboot
+    menu: MenuView | None = None
+    complete_state: str | None = None
+
+
+@dataclass(frozen=True)
+class StaticNet:
+    """A machine's static network configuration (validated at write time by the API)."""
+
+    ip: str
+    prefix: int
+    netmask: str
+    gateway: str | None
+    dns: tuple[str, ...]
+    domain: str | None
+    hostname: str | None
+    interface: str
+
+
+@dataclass(frozen=True)
+class NextBootView:
+    profile: ProfileView
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class MachineView:
+    id: int
+    hostname: str | None
+    state: str
+    tags: tuple[str, ...]
+    uuid: str | None
+    serial: str | None
+    manufacturer: str | None
+    product: str | None
+    asset_tag: str | None
+    profile: ProfileView | None
+    next_boot: NextBootView | None
+    static: StaticNet | None
+    macs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleView:
+    id: int
+    name: str
+    priority: int
+    manufacturer: str | None
+    product: str | None
+    buildarch: str | None
+    platform: str | None
+    tags: tuple[str, ...]
+    profile: ProfileView
+
+
+@dataclass(frozen=True)
+class Decision:
+    #: "action" | "assigned" | "rule" | "default" | "conflict" | "error"
+    step: str
+    #: None: boot from local disk with the configured method.
+    profile: ProfileView | None
+    #: Why, in a sentence for the operator (event log, boot preview). Never put in a script.
+    reason: str
+    rule: str | None = None
+    machine_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    #: e.g. "http://10.0.0.1:8080" (no trailing slash).
+    base_url: str
+    #: e.g. base_url + "/assets".
+    assets_url: str
+    #: Set when this boot carries a per-boot token.
+    boot_id: str | None = None
+    #: POST here to report completion: f"{base_url}/boot/{token}/done".
+    done_url: str | None = None
+    #: f"{base_url}/boot/{token}/" (metadata for the booted OS).
+    metadata_url: str | None = None
+    #: Local-boot method when the profile names none: "exit" or "sanboot".
+    local_method: str = "exit"

@@ -1,0 +1,240 @@
+"""The boot flow: what iPXE asks (``/ipxe``) → identity → decision → script.
+
+The pieces are pure (:mod:`bootbrain.boot`); this module wires them to the database
+and the event writer, and owns the rule that a booting machine always receives a
+valid script — on a database outage, a template failure or an identity conflict it
+gets a message and a retry or a safe exit, and the failure is logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
+
+from bootbrain import discovery, inventory, schemas, security
+from bootbrain.boot.decide import conflict, decide
+from bootbrain.boot import render
+from bootbrain.boot.facts import parse_facts
+from bootbrain.boot.types import Decision, Facts, MachineView, RenderContext
+from bootbrain.config import Settings
+from bootbrain.db import Database
+from bootbrain.events import EventWriter
+from bootbrain.models import utcnow
+
+log = logging.getLogger(__name__)
+
+#: Failures on machine routes, by kind; exposed on /metrics.
+failures: Counter[str] = Counter()
+_failures_lock = threading.Lock()
+
+
+def count_failure(kind: str) -> None:
+    with _failures_lock:
+        failures[kind] += 1
+
+
+@dataclass(frozen=True)
+class Answer:
+    script: str
+    decision: Decision
+    machine: MachineView | None
+    boot_id: str | None
+
+
+def _tokens_for(decision: Decision) -> bool:
+    """Only a boot that starts an OS needs a completion URL and a metadata token."""
+    p = decision.profile
+    return p is not None and p.kind != "local"
+
+
+def _context(
+    settings: Settings, base_url: str, token: str | None, boot_id: str | None
+) -> RenderContext:
+    assets = settings.assets_url or f"{base_url}/assets"
+    return RenderContext(
+        base_url=base_url,
+        assets_url=assets.rstrip("/"),
+        boot_id=boot_id,
+        done_url=f"{base_url}/boot/{token}/done" if token else None,
+        metadata_url=f"{base_url}/boot/{token}/" if token else None,
+        local_method=settings.local_boot_method,
+    )
+
+
+def decide_for(
+    db: Database, settings: Settings, facts: Facts, *, register: bool
+) -> tuple[Decision, MachineView | None]:
+    with db.read() as s:
+        found = inventory.lookup_for_boot(s, facts, settings.default_profile)
+    if found.conflict:
+        ids = ", ".join(str(i) for i in found.conflict)
+        return conflict(
+            f"the identity sent matches several machines ({ids}); booting from disk",
+            found.conflict,
+        ), None
+    machine = found.machine
+    if machine is None and register and settings.discovery:
+        machine = discovery.register_from_boot(db, settings, facts)
+    decision = decide(machine, found.rules, facts, found.default, utcnow())
+    if machine is not None and decision.machine_id is None:
+        decision = replace(decision, machine_id=machine.id)
+    return decision, machine
+
+
+def answer_ipxe(
+    db: Database,
+    settings: Settings,
+    writer: EventWriter,
+    raw_query: bytes,
+    remote_ip: str | None,
+    base_url: str,
+    user_agent: str | None,
+) -> Answer:
+    facts = parse_facts(raw_query)
+    now = utcnow()
+    try:
+        decision, machine = decide_for(db, settings, facts, register=True)
+    except SQLAlchemyError:
+        log.exception("inventory unavailable while answering /ipxe")
+        count_failure("database")
+        script = render.render_error("boot server inventory unavailable", retry_seconds=15)
+        return Answer(script, Decision("error", None, "inventory unavailable"), None, None)
+
+    token = security.new_boot_token() if _tokens_for(decision) else None
+    boot_id = security.new_boot_id() if token else None
+    ctx = _context(settings, base_url, token, boot_id)
+    try:
+        script = render.render_decision(decision, machine, ctx)
+    except Exception:
+        log.exception("rendering %s for machine %s failed", decision.profile, decision.machine_id)
+        count_failure("render")
+        profile = decision.profile.name if decision.profile else None
+        decision = Decision(
+            "error",
+            None,
+            f"profile {profile} failed to render; booting from disk",
+            machine_id=decision.machine_id,
+        )
+        script = render.render_error(
+            "boot script failed to render on the server", retry_seconds=None
+        )
+        token = boot_id = None
+    if decision.step == "conflict":
+        count_failure("conflict")
+
+    event = {
+        "at": now,
+        "kind": "conflict" if decision.step == "conflict" else "boot",
+        "machine_id": decision.machine_id,
+        "mac": facts.mac,
+        "ip": remote_ip,
+        "message": decision.reason,
+        "data": {
+            "step": decision.step,
+            "profile": decision.profile.name if decision.profile else None,
+            "rule": decision.rule,
+            "boot_id": boot_id,
+            "facts": _facts_record(facts),
+            "user_agent": (user_agent or "")[:200],
+        },
+    }
+    boot = None
+    if token and boot_id:
+        boot = {
+            "id": boot_id,
+            "machine_id": decision.machine_id,
+            "token_hash": security.token_hash(settings.secret(), token),
+            "profile_name": decision.profile.name if decision.profile else None,
+            "step": decision.step,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=settings.boot_token_ttl),
+            "completed_at": None,
+        }
+    writer.boot(event=event, boot=boot, machine_id=decision.machine_id, at=now, ip=remote_ip)
+    return Answer(script, decision, machine, boot_id)
+
+
+def _facts_record(facts: Facts) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in (
+            ("uuid", facts.uuid),
+            ("mac", facts.mac),
+            ("serial", facts.serial),
+            ("board_serial", facts.board_serial),
+            ("manufacturer", facts.manufacturer),
+            ("product", facts.product),
+            ("asset", facts.asset),
+            ("buildarch", facts.buildarch),
+            ("platform", facts.platform),
+            ("problems", list(facts.problems) or None),
+        )
+        if v is not None
+    }
+
+
+def _preview_context(settings: Settings, base_url: str, decision: Decision) -> RenderContext:
+    placeholder = "PREVIEW-TOKEN" if _tokens_for(decision) else None
+    return _context(settings, base_url, placeholder, "preview" if placeholder else None)
+
+
+def preview(db: Database, settings: Settings, facts: Facts, base_url: str) -> schemas.PreviewOut:
+    """The exact script a machine with these facts gets now; records nothing."""
+    decision, machine = decide_for(db, settings, facts, register=False)
+    script = render.render_decision(
+        decision, machine, _preview_context(settings, base_url, decision)
+    )
+    return schemas.PreviewOut(
+        machine_id=decision.machine_id,
+        step=decision.step,
+        profile=decision.profile.name if decision.profile else None,
+        rule=decision.rule,
+        reason=decision.reason,
+        script=script,
+    )
+
+
+def facts_of_machine(
+    db: Database, machine_id: int, buildarch: str | None, platform: str | None
+) -> Facts:
+    m = inventory.get_machine(db, machine_id)
+    nic = next((n for n in m.nics if n.boot), m.nics[0] if m.nics else None)
+    return Facts(
+        uuid=m.uuid,
+        mac=nic.mac if nic else None,
+        serial=m.serial,
+        board_serial=m.board_serial,
+        manufacturer=m.manufacturer,
+        product=m.product,
+        asset=m.asset_tag,
+        buildarch=buildarch or "x86_64",
+        platform=platform or "efi",
+    )
+
+
+def base_url(settings: Settings, host_url: str) -> str:
+    return (settings.public_url or host_url).rstrip("/")
+
+
+def preview_machine(
+    machine_id: int, buildarch: str | None, platform: str | None
+) -> schemas.PreviewOut:
+    db: Database = current_app.extensions["bootbrain.db"]
+    settings: Settings = current_app.config["BOOTBRAIN"]
+    from flask import request
+
+    facts = facts_of_machine(db, machine_id, buildarch, platform)
+    out = preview(db, settings, facts, base_url(settings, request.host_url))
+    if out.machine_id != machine_id:
+        # The machine's own identity resolves elsewhere: that is worth saying.
+        return out.model_copy(
+            update={"reason": f"{out.reason} (identity resolves to machine {out.machine_id})"}
+        )
+    return out

@@ -1,0 +1,654 @@
+"""The ``bootbrain`` command. It works on the inventory directly (on the boot host, as
+the service user); the REST API is for remote automation. Every write goes through
+the same schemas and inventory functions as the API, so the CLI validates exactly as
+the API does.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import BaseModel, ValidationError
+
+from bootbrain import inventory, migrate, schemas
+from bootbrain.config import MissingSecretError, Settings, load_settings
+from bootbrain.db import Database
+from bootbrain.errors import BootbrainError, ConflictError, FieldError, NotFoundError
+
+ACTOR = "cli"
+
+
+class Ctx:
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._db: Database | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = Database(self.settings.database_url)
+        return self._db
+
+    def secret(self) -> bytes:
+        try:
+            return self.settings.secret()
+        except MissingSecretError as e:
+            fail(str(e))
+
+
+pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def _explain(e: Exception) -> NoReturn:
+    if isinstance(e, ValidationError):
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "input"
+            fail_line = f"{field}: {err['msg'].removeprefix('Value error, ')}"
+            click.secho(f"error: {fail_line}", fg="red", err=True)
+        sys.exit(2)
+    if isinstance(e, FieldError | ConflictError):
+        fail(f"{e.field}: {e.message}", 2)
+    fail(str(e), 2)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except (ValidationError, BootbrainError) as e:
+        _explain(e)
+
+
+def _emit(model: BaseModel | list[Any], as_json: bool, columns: list[str] | None = None) -> None:
+    data = (
+        [m.model_dump(mode="json") for m in model]
+        if isinstance(model, list)
+        else model.model_dump(mode="json")
+    )
+    if as_json or columns is None:
+        click.echo(json.dumps(data, indent=2, sort_keys=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in data if isinstance(data, list) else [data]:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    Console().print(table)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return ", ".join(_cell(x.get("mac") if isinstance(x, dict) else x) for x in v)
+    if isinstance(v, dict):
+        return str(v.get("profile", v))
+    return str(v)
+
+
+@click.group()
+@click.version_option(package_name="bootbrain")
+def main() -> None:
+    """bootbrain: decides what every PXE-booting machine boots."""
+
+
+# --- setup ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--admin-token/--no-admin-token",
+    default=True,
+    help="Create the first admin token if none exists (printed once).",
+)
+@pass_ctx
+def init(ctx: Ctx, /, admin_token: bool) -> None:
+    """Create the data directory, the secret, the schema and the first admin token."""
+    s = ctx.settings
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    if s.ensure_secret():
+        click.echo(f"created secret {s.secret_file}")
+    migrate.upgrade(s.database_url)
+    if admin_token:
+        _first_token(ctx)
+
+
+def _first_token(ctx: Ctx) -> None:
+    if inventory.token_count(ctx.db):
+        return
+    _, token = inventory.create_token(
+        ctx.db, ctx.secret(), schemas.TokenIn(name="admin", scope="write"), ACTOR
+    )
+    click.echo("created the first API token 'admin' (write scope); it is shown only now:")
+    click.echo(f"  {token}")
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@pass_ctx
+def db_upgrade(ctx: Ctx, /, revision: str) -> None:
+    """Migrate the schema to REVISION (default: the newest)."""
+    migrate.upgrade(ctx.settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@pass_ctx
+def db_downgrade(ctx: Ctx, /, revision: str) -> None:
+    """Migrate the schema back to REVISION."""
+    migrate.downgrade(ctx.settings.database_url, revision)
+
+
+@db.command("current")
+@pass_ctx
+def db_current(ctx: Ctx) -> None:
+    """Show the schema revision."""
+    migrate.current(ctx.settings.database_url)
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8080", show_default=True)
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option("--access-log/--no-access-log", default=True)
+@pass_ctx
+def serve(ctx: Ctx, /, bind: str, workers: int, access_log: bool) -> None:
+    """Serve under gunicorn (the production server)."""
+    ctx.secret()  # refuse to start without one, before forking anything
+    _first_token(ctx)
+    from bootbrain.server import run
+
+    run(bind=bind, workers=workers, access_log=access_log)
+
+
+# --- tokens --------------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--name", required=True)
+@click.option("--scope", type=click.Choice(["read", "write"]), default="read", show_default=True)
+@click.option("--expires-days", type=int, default=None)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the token.")
+@pass_ctx
+def token_create(ctx: Ctx, /, name: str, scope: str, expires_days: int | None, quiet: bool) -> None:
+    """Create a token and print it (once: only its hash is kept)."""
+    data = _run(lambda: schemas.TokenIn(name=name, scope=scope, expires_in_days=expires_days))
+    t, secret_token = _run(lambda: inventory.create_token(ctx.db, ctx.secret(), data, ACTOR))
+    if quiet:
+        click.echo(secret_token)
+    else:
+        click.echo(f"token {t.name} ({t.prefix}, scope {t.scope}); shown only now:")
+        click.echo(f"  {secret_token}")
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def token_list(ctx: Ctx, /, as_json: bool) -> None:
+    """List tokens (never their secrets)."""
+    rows, _ = inventory.list_tokens(ctx.db, schemas.PageQuery(limit=1000))
+    _emit(
+        [schemas.TokenOut.of(t) for t in rows],
+        as_json,
+        ["id", "name", "prefix", "scope", "expires_at", "last_used_at", "revoked_at"],
+    )
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+@pass_ctx
+def token_revoke(ctx: Ctx, /, token_id: int) -> None:
+    """Revoke a token by id."""
+    t = _run(lambda: inventory.revoke_token(ctx.db, token_id, ACTOR))
+    click.echo(f"revoked {t.name} ({t.prefix})")
+
+
+# --- machines ------------------------------------------------------------------------
+
+MACHINE_COLUMNS = ["id", "hostname", "state", "profile", "nics", "address", "tags", "next_boot"]
+
+
+def _machine_fields(**opts: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in opts.items():
+        if value is None or value == ():
+            continue
+        if key == "mac":
+            out["nics"] = [{"mac": m, "boot": i == 0} for i, m in enumerate(value)]
+        elif key == "tag":
+            out["tags"] = list(value)
+        else:
+            out[key] = value
+    return out
+
+
+def machine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(
+        [
+            click.option("--hostname"),
+            click.option("--mac", multiple=True, help="repeat for several NICs; first boots"),
+            click.option("--uuid"),
+            click.option("--serial"),
+            click.option("--board-serial"),
+            click.option("--manufacturer"),
+            click.option("--product"),
+            click.option("--asset-tag"),
+            click.option("--tag", multiple=True),
+            click.option("--state"),
+            click.option("--profile"),
+            click.option("--network"),
+            click.option("--address"),
+            click.option("--interface"),
+            click.option("--notes"),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+@main.group()
+def machine() -> None:
+    """Machines in the inventory."""
+
+
+@machine.command("add")
+@machine_options
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def machine_add(ctx: Ctx, /, as_json: bool, **opts: Any) -> None:
+    """Add a machine."""
+    data = _run(lambda: schemas.MachineCreate.model_validate(_machine_fields(**opts)))
+    m = _run(lambda: inventory.create_machine(ctx.db, data, ACTOR))
+    _emit(schemas.MachineOut.of(inventory.get_machine(ctx.db, m.id)), as_json, MACHINE_COLUMNS)
+
+
+@machine.command("edit")
+@click.argument("machine_id", type=int)
+@machine_options
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def machine_edit(ctx: Ctx, /, machine_id: int, as_json: bool, **opts: Any) -> None:
+    """Change the given fields of a machine (--mac replaces its NICs, --tag its tags)."""
+    data = _run(lambda: schemas.MachineUpdate.model_validate(_machine_fields(**opts)))
+    _run(lambda: inventory.update_machine(ctx.db, machine_id, data, None, ACTOR))
+    _emit(
+        schemas.MachineOut.of(inventory.get_machine(ctx.db, machine_id)), as_json, MACHINE_COLUMNS
+    )
+
+
+@machine.command("list")
+@click.option("--mac")
+@click.option("--uuid")
+@click.option("--serial")
+@click.option("--hostname")
+@click.option("--tag")
+@click.option("--state")
+@click.option("--limit", type=int, default=1000)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def machine_list(ctx: Ctx, /, as_json: bool, **filters: Any) -> None:
+    """List machines, filtered."""
+    q = _run(
+        lambda: schemas.MachineQuery.model_validate(
+            {k: v for k, v in filters.items() if v is not None}
+        )
+    )
+    rows, _ = inventory.list_machines(ctx.db, q)
+    _emit([schemas.MachineOut.of(m) for m in rows], as_json, MACHINE_COLUMNS)
+
+
+@machine.command("show")
+@click.argument("machine_id", type=int)
+@pass_ctx
+def machine_show(ctx: Ctx, /, machine_id: int) -> None:
+    """Show one machine (JSON)."""
+    m = _run(lambda: inventory.get_machine(ctx.db, machine_id))
+    _emit(schemas.MachineOut.of(m), True)
+
+
+@machine.command("delete")
+@click.argument("machine_id", type=int)
+@pass_ctx
+def machine_delete(ctx: Ctx, /, machine_id: int) -> None:
+    """Delete a machine."""
+    _run(lambda: inventory.delete_machine(ctx.db, machine_id, None, ACTOR))
+    click.echo(f"deleted machine {machine_id}")
+
+
+@machine.command("next-boot")
+@click.argument("machine_id", type=int)
+@click.option("--profile", help="profile to boot once; omit with --cancel")
+@click.option("--expires-in", type=int, help="seconds until the action lapses")
+@click.option("--then-state", help="state once the booted OS reports completion")
+@click.option("--cancel", is_flag=True)
+@pass_ctx
+def machine_next_boot(
+    ctx: Ctx,
+    machine_id: int,
+    profile: str | None,
+    expires_in: int | None,
+    then_state: str | None,
+    cancel: bool,
+) -> None:
+    """Set (or --cancel) a machine's one-shot next boot."""
+    if cancel:
+        _run(lambda: inventory.cancel_next_boot(ctx.db, machine_id, ACTOR))
+        click.echo(f"cancelled the next boot of machine {machine_id}")
+        return
+    if not profile:
+        fail("--profile is required (or --cancel)", 2)
+    data = _run(
+        lambda: schemas.NextBootIn(
+            profile=profile, expires_in=expires_in, complete_state=then_state
+        )
+    )
+    m = _run(
+        lambda: inventory.set_next_boot(
+            ctx.db, machine_id, data, ctx.settings.next_boot_default_ttl, ACTOR
+        )
+    )
+    nb = inventory.get_machine(ctx.db, m.id).next_boot
+    assert nb is not None
+    click.echo(
+        f"machine {machine_id} boots {profile} next (until {nb.expires_at:%Y-%m-%d %H:%M} "
+        f"UTC, or until the booted OS reports completion)"
+    )
+
+
+# --- profiles, networks, rules ---------------------------------------------------------
+
+
+def _load_doc(path: str | None, inline: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    if path:
+        import yaml
+
+        raw = sys.stdin.read() if path == "-" else Path(path).read_text()
+        loaded = yaml.safe_load(raw)
+        if not isinstance(loaded, dict):
+            fail(f"{path}: expected a mapping of fields")
+        doc.update(loaded)
+    doc.update({k: v for k, v in inline.items() if v not in (None, ())})
+    return doc
+
+
+def _resource_group(
+    name: str,
+    plural: str,
+    model_in: type[BaseModel],
+    model_update: type[BaseModel],
+    out: Any,
+    columns: list[str],
+    fns: dict[str, Callable[..., Any]],
+    extra: tuple[Any, ...] = (),
+) -> click.Group:
+    @click.group(name=name, help=f"{plural.capitalize()}.")
+    def group() -> None:
+        pass
+
+    @group.command("add")
+    @click.option("--file", "-f", "path", help="YAML/JSON file with the fields ('-' = stdin)")
+    @click.option("--set", "sets", multiple=True, help="field=value (repeatable)")
+    @pass_ctx
+    def add(ctx: Ctx, /, path: str | None, sets: tuple[str, ...]) -> None:
+        doc = _load_doc(path, _pairs(sets))
+        data = _run(lambda: model_in.model_validate(doc))
+        obj = _run(lambda: fns["create"](ctx.db, data, *extra, ACTOR))
+        _emit(out.of(fns["get"](ctx.db, obj.id)), False, columns)
+
+    @group.command("edit")
+    @click.argument("item_id", type=int)
+    @click.option("--file", "-f", "path")
+    @click.option("--set", "sets", multiple=True, help="field=value (repeatable)")
+    @pass_ctx
+    def edit(ctx: Ctx, /, item_id: int, path: str | None, sets: tuple[str, ...]) -> None:
+        doc = _load_doc(path, _pairs(sets))
+        data = _run(lambda: model_update.model_validate(doc))
+        _run(lambda: fns["update"](ctx.db, item_id, data, *extra, None, ACTOR))
+        _emit(out.of(fns["get"](ctx.db, item_id)), False, columns)
+
+    @group.command("list")
+    @click.option("--json", "as_json", is_flag=True)
+    @pass_ctx
+    def list_(ctx: Ctx, /, as_json: bool) -> None:
+        rows, _ = fns["list"](ctx.db, schemas.PageQuery(limit=1000))
+        _emit([out.of(r) for r in rows], as_json, columns)
+
+    @group.command("show")
+    @click.argument("item_id", type=int)
+    @pass_ctx
+    def show(ctx: Ctx, /, item_id: int) -> None:
+        _emit(out.of(_run(lambda: fns["get"](ctx.db, item_id))), True)
+
+    @group.command("delete")
+    @click.argument("item_id", type=int)
+    @pass_ctx
+    def delete(ctx: Ctx, /, item_id: int) -> None:
+        _run(lambda: fns["delete"](ctx.db, item_id, None, ACTOR))
+        click.echo(f"deleted {name} {item_id}")
+
+    for cmd, doc in (
+        (add, f"Add a {name}."),
+        (edit, f"Change a {name}."),
+        (list_, f"List {plural}."),
+        (show, f"Show a {name} (JSON)."),
+        (delete, f"Delete a {name}."),
+    ):
+        cmd.help = doc
+    return group
+
+
+def _pairs(sets: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--set {item!r}: expected field=value", 2)
+        try:
+            out[key] = (
+                json.loads(value) if value[:1] in "[{" or value.lstrip("-").isdigit() else value
+            )
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _profile_check() -> tuple[Any, ...]:
+    from bootbrain.profiles import check_profile
+
+    return (check_profile,)
+
+
+main.add_command(
+    _resource_group(
+        "profile",
+        "profiles",
+        schemas.ProfileIn,
+        schemas.ProfileUpdate,
+        schemas.ProfileOut,
+        ["id", "name", "kind", "kernel", "chain_url", "local_method", "complete_state"],
+        {
+            "create": inventory.create_profile,
+            "get": inventory.get_profile,
+            "list": inventory.list_profiles,
+            "update": inventory.update_profile,
+            "delete": inventory.delete_profile,
+        },
+        _profile_check(),
+    )
+)
+main.add_command(
+    _resource_group(
+        "network",
+        "networks",
+        schemas.NetworkIn,
+        schemas.NetworkUpdate,
+        schemas.NetworkOut,
+        ["id", "name", "cidr", "gateway", "dns", "domain", "vlan_id"],
+        {
+            "create": inventory.create_network,
+            "get": inventory.get_network,
+            "list": inventory.list_networks,
+            "update": inventory.update_network,
+            "delete": inventory.delete_network,
+        },
+    )
+)
+main.add_command(
+    _resource_group(
+        "rule",
+        "rules",
+        schemas.RuleIn,
+        schemas.RuleUpdate,
+        schemas.RuleOut,
+        [
+            "id",
+            "name",
+            "priority",
+            "manufacturer",
+            "product",
+            "buildarch",
+            "platform",
+            "tags",
+            "profile",
+        ],
+        {
+            "create": inventory.create_rule,
+            "get": inventory.get_rule,
+            "list": inventory.list_rules,
+            "update": inventory.update_rule,
+            "delete": inventory.delete_rule,
+        },
+    )
+)
+
+
+# --- import / export / demo / render -----------------------------------------------------
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--format", "fmt", type=click.Choice(["auto", "csv", "yaml"]), default="auto")
+@pass_ctx
+def import_(ctx: Ctx, /, path: str, fmt: str) -> None:
+    """Import machines (and networks, profiles, rules) from CSV or YAML: all or nothing."""
+    from bootbrain import transfer
+
+    try:
+        counts = transfer.import_file(ctx.db, Path(path), fmt, _profile_check()[0], ACTOR)
+    except transfer.ImportRowsError as e:
+        for p in e.problems:
+            click.secho(f"{path}:{p.line}: {p.field}: {p.message}", fg="red", err=True)
+        fail(f"nothing imported: {len(e.problems)} bad row(s)", 2)
+    click.echo("imported " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+@main.command("export")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "csv"]), default="yaml")
+@pass_ctx
+def export(ctx: Ctx, /, fmt: str) -> None:
+    """Export the inventory (YAML: everything; CSV: machines) to stdout."""
+    from bootbrain import transfer
+
+    click.echo(transfer.export(ctx.db, fmt), nl=False)
+
+
+@main.command()
+@pass_ctx
+def demo(ctx: Ctx) -> None:
+    """Create a small example inventory to look at."""
+    from bootbrain import transfer
+
+    counts = _run(lambda: transfer.load_demo(ctx.db, _profile_check()[0], ACTOR))
+    click.echo("demo inventory: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+@main.command()
+@click.option("--mac")
+@click.option("--uuid")
+@click.option("--serial")
+@click.option("--manufacturer")
+@click.option("--product")
+@click.option("--buildarch", default="x86_64", show_default=True)
+@click.option("--platform", default="efi", show_default=True)
+@click.option("--base-url", default=None, help="default: public_url, else http://bootbrain")
+@pass_ctx
+def render(
+    ctx: Ctx,
+    mac: str | None,
+    uuid: str | None,
+    serial: str | None,
+    manufacturer: str | None,
+    product: str | None,
+    buildarch: str,
+    platform: str,
+    base_url: str | None,
+) -> None:
+    """Print the script a machine would get now, and why (records nothing)."""
+    from bootbrain import bootflow, identity
+    from bootbrain.boot.types import Facts
+
+    try:
+        facts = Facts(
+            uuid=identity.canonical_uuid(uuid) if uuid else None,
+            mac=identity.canonical_mac(mac) if mac else None,
+            serial=serial,
+            board_serial=None,
+            asset=None,
+            manufacturer=manufacturer,
+            product=product,
+            buildarch=buildarch,
+            platform=platform,
+        )
+    except identity.IdentityError as e:
+        fail(str(e), 2)
+    out = bootflow.preview(
+        ctx.db,
+        ctx.settings,
+        facts,
+        (base_url or ctx.settings.public_url or "http://bootbrain").rstrip("/"),
+    )
+    click.echo(
+        f"# machine {out.machine_id or '(not in the inventory)'}: step {out.step}, "
+        f"profile {out.profile or '(local boot)'}" + (f", rule {out.rule}" if out.rule else ""),
+        err=True,
+    )
+    click.echo(f"# {out.reason}", err=True)
+    click.echo(out.script, nl=False)
+
+
+def _register_integrations() -> None:
+    from bootbrain.integrations import commands
+
+    commands.register(main, pass_ctx)
+
+
+_register_integrations()
+
+__all__ = ["Ctx", "NotFoundError", "main"]

@@ -1,0 +1,229 @@
+"""Typed settings: defaults < TOML file < ``BOOTBRAIN_*`` environment.
+
+The TOML file is ``$BOOTBRAIN_CONFIG`` or ``/etc/bootbrain/bootbrain.toml``; nested
+sections map to environment variables with ``__`` (``BOOTBRAIN_DNSMASQ__MODE=proxy``).
+Tests build :class:`Settings` straight from a mapping, so neither the file nor the
+environment leaks into them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = Path("/etc/bootbrain/bootbrain.toml")
+#: A boot file name served by TFTP: no separators, spaces or DHCP-config syntax.
+_BOOTFILE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: An http(s) URL without characters that would split a dnsmasq or Kea option.
+_URL = r"^(https?://[A-Za-z0-9._~:/?\[\]@!$&()*+;=%-]{1,110})?$"
+
+
+class DnsmasqSettings(BaseModel):
+    """What ``bootbrain dnsmasq config`` renders and where reservations go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["dhcp", "proxy"] = "dhcp"
+    interface: str = "eth0"
+    server_ip: IPv4Address | None = None
+    range_start: IPv4Address | None = None
+    range_end: IPv4Address | None = None
+    netmask: IPv4Address | None = None
+    lease_time: str = "12h"
+    tftp_root: Path = Path("/srv/bootbrain/tftp")
+    hostsdir: Path | None = None
+    pid_file: Path = Path("/run/bootbrain-dnsmasq.pid")
+    hook_token_file: Path | None = None
+    spool_dir: Path | None = None
+    log_dhcp: bool = True
+    # --- added by the dnsmasq integration (bootbrain/integrations/dnsmasq.py) ---
+    #: dnsmasq's own lease database; one per dnsmasq instance.
+    lease_file: Path = Path("/var/lib/bootbrain/dnsmasq.leases")
+    #: The ``dhcp-script`` (see ``bootbrain.integrations.render_hook_wrapper``);
+    #: None: no lease events.
+    hook_script: Path | None = Path("/usr/local/lib/bootbrain/dnsmasq-hook")
+    #: dnsmasq serves the iPXE binaries from ``tftp_root`` itself.
+    tftp: bool = True
+    #: Send IPv6 router advertisements (``enable-ra`` + an ``ra-only`` range): without
+    #: one, iPXE waits ~13 s for IPv6 on every boot. Full DHCP mode only.
+    ipv6_ra: bool = True
+    #: Full DHCP mode: options 3 and 6. None / empty: dnsmasq's defaults (itself).
+    router: IPv4Address | None = None
+    dns_servers: list[IPv4Address] = []
+    #: 0 turns dnsmasq's DNS server off: this instance does DHCP (and TFTP) only.
+    dns_port: int = Field(default=0, ge=0, le=65535)
+    #: The user dnsmasq drops to after binding its ports (``user=``). Make it bootbrain's
+    #: service user so that bootbrain may SIGHUP it when a reservation goes away.
+    #: None: dnsmasq's default (nobody / dnsmasq).
+    user: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    bios_binary: str = Field(default="undionly.kpxe", pattern=_BOOTFILE)
+    efi_binary: str = Field(default="snponly.efi", pattern=_BOOTFILE)
+    #: Debian's ipxe package ships no arm64 EFI build; set this if you have one.
+    arm64_binary: str | None = Field(default=None, pattern=_BOOTFILE)
+    #: What UEFI HTTP boot clients (arch 16) download; empty: ``<base url>/<efi_binary>``.
+    http_boot_url: str = Field(default="", pattern=_URL)
+
+
+class KeaSettings(BaseModel):
+    """What ``bootbrain kea config`` renders and how Kea is told to reload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interface: str = "eth0"
+    subnet: IPv4Network | None = None
+    pool_start: IPv4Address | None = None
+    pool_end: IPv4Address | None = None
+    server_ip: IPv4Address | None = None
+    valid_lifetime: int = 43200
+    config_path: Path = Path("/etc/kea/kea-dhcp4.conf")
+    control_socket: Path = Path("/run/kea/kea4-ctrl-socket")
+    lease_file: Path = Path("/var/lib/kea/kea-leases4.csv")
+    hook_library_dir: Path = Path("/usr/lib/x86_64-linux-gnu/kea/hooks")
+    spool_dir: Path | None = None
+    hook_token_file: Path | None = None
+    # --- added by the Kea integration (bootbrain/integrations/kea.py) ---
+    subnet_id: int = Field(default=1, ge=1, le=4294967294)
+    #: run_script's target (see ``bootbrain.integrations.render_hook_wrapper``);
+    #: None: no lease events.
+    hook_script: Path | None = Path("/usr/local/lib/bootbrain/kea-hook")
+    #: Where PXE ROMs fetch the iPXE binaries (Kea has no TFTP server); None: server_ip.
+    tftp_server: IPv4Address | None = None
+    router: IPv4Address | None = None
+    dns_servers: list[IPv4Address] = []
+    bios_binary: str = Field(default="undionly.kpxe", pattern=_BOOTFILE)
+    efi_binary: str = Field(default="snponly.efi", pattern=_BOOTFILE)
+    arm64_binary: str | None = Field(default=None, pattern=_BOOTFILE)
+    http_boot_url: str = Field(default="", pattern=_URL)
+    #: Load ``libdhcp_host_cmds.so`` (Kea >= 2.7 open source); None: if it is installed.
+    host_cmds: bool | None = None
+    #: Kea's log destination: ``stdout`` (the journal under systemd) or a file path.
+    log_output: str = "stdout"
+    control_timeout: float = Field(default=5.0, gt=0)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Path("/var/lib/bootbrain")
+    database_url: str = ""
+    #: HMAC key for API and boot tokens. Required to serve; see :meth:`secret`.
+    secret_key: str | None = None
+    #: The base URL machines use to reach bootbrain (through nginx in production).
+    #: Empty: derived from each request's Host header.
+    public_url: str = ""
+    #: Base URL for kernels and initrds, available to templates as ``assets``.
+    assets_url: str = ""
+
+    #: Profile given to unknown or unassigned machines that no rule matches.
+    #: Empty: boot from local disk.
+    default_profile: str = ""
+    local_boot_method: Literal["exit", "sanboot"] = "exit"
+    #: Register unknown machines as ``discovered`` when they boot or lease.
+    discovery: bool = False
+    discovery_max: int = Field(default=10_000, ge=0)
+    discovery_per_minute: int = Field(default=120, ge=0)
+
+    boot_token_ttl: int = Field(default=3600, gt=0)
+    next_boot_default_ttl: int = Field(default=86_400, gt=0)
+    #: Bootstrap behaviour when the brain does not answer.
+    bootstrap_retries: int = Field(default=6, ge=1, le=50)
+    bootstrap_backoff: int = Field(default=2, ge=1, le=60)
+
+    #: Events from the hot path are written by a background thread in batches.
+    event_flush_interval: float = Field(default=0.25, gt=0)
+    event_batch_max: int = Field(default=500, gt=0)
+
+    #: Which DHCP server bootbrain keeps reservations current in.
+    dhcp: Literal["none", "dnsmasq", "kea"] = "none"
+    dnsmasq: DnsmasqSettings = DnsmasqSettings()
+    kea: KeaSettings = KeaSettings()
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'bootbrain.db'}"
+        if self.dnsmasq.hostsdir is None:
+            self.dnsmasq.hostsdir = self.data_dir / "dnsmasq-hosts"
+        if self.dnsmasq.spool_dir is None:
+            self.dnsmasq.spool_dir = self.data_dir / "spool"
+        if self.kea.spool_dir is None:
+            self.kea.spool_dir = self.data_dir / "spool"
+        return self
+
+    @property
+    def secret_file(self) -> Path:
+        return self.data_dir / "secret_key"
+
+    def secret(self) -> bytes:
+        """The configured secret, or the one ``bootbrain init`` wrote; never a default."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        try:
+            value = self.secret_file.read_text().strip()
+        except FileNotFoundError:
+            value = ""
+        if not value:
+            raise MissingSecretError(
+                f"no secret configured: set secret_key in the config file, "
+                f"BOOTBRAIN_SECRET_KEY, or run `bootbrain init` to create {self.secret_file}"
+            )
+        return value.encode()
+
+    def ensure_secret(self) -> bool:
+        """Create the secret file if no secret is configured; True if one was created."""
+        if self.secret_key or self.secret_file.exists():
+            return False
+        self.secret_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48) + "\n")
+        return True
+
+
+class MissingSecretError(RuntimeError):
+    pass
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("BOOTBRAIN_CONFIG", DEFAULT_CONFIG_FILE))
+
+
+class _SourcedSettings(Settings, BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BOOTBRAIN_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: environment over the file over the defaults.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_file()))
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from a mapping (tests), or from defaults, the TOML file and the environment."""
+    if overrides is not None:
+        return Settings.model_validate(dict(overrides))
+    path = config_file()
+    if "BOOTBRAIN_CONFIG" in os.environ and not path.is_file():
+        raise FileNotFoundError(f"BOOTBRAIN_CONFIG names {path}, which does not exist")
+    loaded = _SourcedSettings()
+    return Settings.model_validate(loaded.model_dump())

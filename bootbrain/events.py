@@ -1,0 +1,131 @@
+"""Records from the hot path, written off it.
+
+``/ipxe`` must not wait for a database write (BRIEF "Scale"): each answer puts its
+boot record, its event and the machine's last-seen time on a queue, and a thread per
+worker process writes them in one transaction per batch. ``close()`` (called at exit
+and by gunicorn's worker shutdown) drains the queue, so a clean shutdown loses
+nothing. Last-seen updates are coalesced per machine within a batch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from bootbrain import inventory
+from bootbrain.db import Database
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class EventWriter:
+    def __init__(self, db: Database, interval: float = 0.25, batch_max: int = 500) -> None:
+        self.db = db
+        self.interval = interval
+        self.batch_max = batch_max
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.written = 0
+        self.failures = 0
+
+    def _ensure_started(self) -> None:
+        # Started lazily, in the process that serves: gunicorn forks workers after
+        # the app is created, and a thread does not survive a fork.
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+                self._thread.start()
+                atexit.register(self.close)
+
+    def boot(
+        self,
+        *,
+        event: dict[str, Any],
+        boot: dict[str, Any] | None,
+        machine_id: int | None,
+        at: datetime,
+        ip: str | None,
+    ) -> None:
+        self._ensure_started()
+        self._q.put(("boot", event, boot, machine_id, at, ip))
+
+    def event(self, event: dict[str, Any]) -> None:
+        self._ensure_started()
+        self._q.put(("event", event, None, None, None, None))
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            items: list[Any] = []
+            try:
+                first = self._q.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            deadline = time.monotonic() + self.interval
+            pending = [first]
+            while len(pending) < self.batch_max:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    pending.append(self._q.get(timeout=remaining))
+                except queue.Empty:
+                    break
+            barriers = []
+            for item in pending:
+                if item is _STOP:
+                    stop = True
+                elif item[0] == "barrier":
+                    barriers.append(item[1])
+                else:
+                    items.append(item)
+            if items:
+                self._write(items)
+            for done in barriers:
+                done.set()
+
+    def _write(self, items: list[Any]) -> None:
+        events: list[dict[str, Any]] = []
+        boots: list[dict[str, Any]] = []
+        seen: dict[int, tuple[datetime, str | None]] = {}
+        for _kind, event, boot, machine_id, at, ip in items:
+            events.append(event)
+            if boot is not None:
+                boots.append(boot)
+            if machine_id is not None:
+                seen[machine_id] = (at, ip)
+        for attempt in range(5):
+            try:
+                inventory.write_batch(self.db, events, boots, seen)
+                self.written += len(items)
+                return
+            except Exception:
+                log.exception("event batch of %d failed (attempt %d)", len(items), attempt + 1)
+                time.sleep(0.2 * (attempt + 1))
+        self.failures += len(items)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far is written (tests, shutdown)."""
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._q.put(("barrier", done))
+        done.wait(timeout)
+
+    def close(self) -> None:
+        if self._closed or self._thread is None:
+            return
+        self._closed = True
+        self._q.put(_STOP)
+        self._thread.join(timeout=30)

@@ -1,0 +1,95 @@
+"""DHCP server integrations: dnsmasq and ISC Kea.
+
+``dnsmasq`` and ``kea`` render each server's configuration and keep its reservations
+in step with the inventory; ``reservations`` holds what they share. The lease hook
+both servers run is ``bootbrain/hooks/leasehook.py`` (standard library only); this
+module renders the small files that install it: a shell wrapper (dnsmasq and Kea
+execute one path with no arguments of ours, and Kea gives it no ``PATH``) and the
+hook's ``leasehook.conf``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Literal
+
+from bootbrain.integrations.reservations import Reservation, ReservationError
+
+__all__ = [
+    "DEFAULT_HOOK_CONFIG",
+    "LEASEHOOK_PATH",
+    "Reservation",
+    "ReservationError",
+    "render_hook_conf",
+    "render_hook_wrapper",
+]
+
+#: The hook as installed with the package; the wrapper runs it by absolute path.
+LEASEHOOK_PATH = Path(__file__).resolve().parent.parent / "hooks" / "leasehook.py"
+DEFAULT_HOOK_CONFIG = Path("/etc/bootbrain/leasehook.conf")
+_SAFE_VALUE = re.compile(r"[^\s\0#]+")
+
+
+def render_hook_wrapper(
+    source: Literal["dnsmasq", "kea"],
+    *,
+    python: str = "/usr/bin/python3",
+    leasehook: Path = LEASEHOOK_PATH,
+    config: Path | None = DEFAULT_HOOK_CONFIG,
+) -> str:
+    """The executable ``dhcp-script`` (dnsmasq) or run_script ``name`` (Kea).
+
+    ``-S -E``: no site-packages and no ``PYTHON*`` variables — the hook needs only the
+    standard library, and skipping ``site`` saves a few milliseconds per event.
+    """
+    if source not in ("dnsmasq", "kea"):
+        raise ValueError(f"unknown hook source {source!r}")
+    for value in (python, str(leasehook), *([str(config)] if config else [])):
+        if not value.startswith("/") or "\n" in value:
+            raise ValueError(f"hook paths must be absolute: {value!r}")
+    lines = [
+        "#!/bin/sh",
+        f"# bootbrain lease hook for {source}; rendered by bootbrain, safe to re-render.",
+        "# Every path is absolute: Kea runs this with its own variables only (no PATH).",
+    ]
+    if config is not None:
+        lines += [
+            f"BOOTBRAIN_HOOK_CONFIG={shlex.quote(str(config))}",
+            "export BOOTBRAIN_HOOK_CONFIG",
+        ]
+    lines.append(
+        f'exec {shlex.quote(python)} -S -E {shlex.quote(str(leasehook))} {source} "$@"'
+    )
+    return "\n".join(lines) + "\n"
+
+
+def render_hook_conf(
+    url: str,
+    token_file: Path | None,
+    spool_dir: Path | None,
+    *,
+    timeout: float | None = None,
+    budget: float | None = None,
+    backoff: float | None = None,
+) -> str:
+    """The hook's ``leasehook.conf`` (``key=value`` lines; see leasehook.py)."""
+    values: dict[str, str] = {"url": url.rstrip("/")}
+    if token_file is not None:
+        values["token_file"] = str(token_file)
+    if spool_dir is not None:
+        values["spool_dir"] = str(spool_dir)
+    for key, number in (("timeout", timeout), ("budget", budget), ("backoff", backoff)):
+        if number is not None:
+            values[key] = f"{number:g}"
+    for key, value in values.items():
+        if not _SAFE_VALUE.fullmatch(value):
+            raise ValueError(f"{key} {value!r} cannot be written to the hook's config")
+    body = "".join(f"{k}={v}\n" for k, v in values.items())
+    return (
+        "# bootbrain lease hook configuration (read on every DHCP lease event).\n"
+        "# The token file must be readable by the user the DHCP server runs the hook as\n"
+        "# (root for dnsmasq, _kea for Debian's Kea), the spool directory writable.\n"
+        + body
+    )

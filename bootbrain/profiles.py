@@ -1,0 +1,47 @@
+"""A profile is checked when it is saved, with the boot core's own validator, so a
+broken template is a 422 naming the field and line at write time, not a failed boot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from bootbrain.boot.render import TemplateProblem, validate_profile
+from bootbrain.boot.types import MenuItem, MenuView, ProfileView
+from bootbrain.errors import FieldError
+
+ProfileLookup = Callable[[str], ProfileView | None]
+
+
+def view_of(fields: dict[str, Any], lookup: ProfileLookup) -> ProfileView:
+    menu = None
+    if fields.get("menu"):
+        items = []
+        for i, item in enumerate(fields["menu"]["items"]):
+            target = lookup(item["profile"])
+            if target is None:
+                raise FieldError(f"menu.items.{i}.profile", f"no profile named {item['profile']!r}")
+            items.append(MenuItem(key=item["key"], label=item["label"], profile=target))
+        menu = MenuView(items=tuple(items), default=fields["menu"].get("default"),
+                        timeout=int(fields["menu"].get("timeout", 10)))
+    return ProfileView(
+        name=fields["name"], kind=fields["kind"], kernel=fields.get("kernel"),
+        initrds=tuple(fields.get("initrds") or ()), cmdline=fields.get("cmdline"),
+        script=fields.get("script"), chain_url=fields.get("chain_url"),
+        local_method=fields.get("local_method"), menu=menu,
+        complete_state=fields.get("complete_state"),
+    )
+
+
+def _api_field(field: str) -> str:
+    """``menu.items[2].profile`` → ``menu.items.2.profile``, as pydantic names fields."""
+    return re.sub(r"\[(\d+)\]", r".\1", field)
+
+
+def check_profile(fields: dict[str, Any], lookup: ProfileLookup) -> None:
+    try:
+        validate_profile(view_of(fields, lookup))
+    except TemplateProblem as e:
+        raise FieldError(_api_field(e.field), e.message, e.line) from None

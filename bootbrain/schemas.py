@@ -1,0 +1,617 @@
+"""Request and response models of the operator API (pydantic).
+
+Every value is put in canonical form and checked here, at the edge; ORM objects never
+cross the wire (``*Out.from_orm_obj`` builds the response). Checks that need the
+database (an address inside its network, a profile that exists) live in
+:mod:`bootbrain.inventory`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from bootbrain import identity, models
+
+# Control characters (NUL, newline, ESC …) never belong in a one-line field.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must be one line of printable text (no control characters)")
+    return value
+
+
+def _as(fn: Any) -> AfterValidator:
+    def check(value: str) -> str:
+        try:
+            return str(fn(value))
+        except identity.IdentityError as e:
+            raise ValueError(str(e)) from None
+
+    return AfterValidator(check)
+
+
+def _ipv4(value: str) -> str:
+    try:
+        return str(IPv4Address(value.strip()))
+    except ValueError:
+        raise ValueError(f"not an IPv4 address: {value!r}") from None
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(IPv4Network(value.strip(), strict=True))
+    except ValueError as e:
+        raise ValueError(f"not an IPv4 network in CIDR form (10.0.0.0/24): {e}") from None
+
+
+def _url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]+", value):
+        raise ValueError("must be an http:// or https:// URL without whitespace")
+    return value
+
+
+_DOMAIN_RE = re.compile(
+    r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+)
+
+
+def _domain(value: str) -> str:
+    v = value.strip().lower().rstrip(".")
+    if not _DOMAIN_RE.fullmatch(v):
+        raise ValueError("not a DNS domain name")
+    return v
+
+
+Text = Annotated[str, StringConstraints(max_length=128), AfterValidator(_one_line)]
+LongText = Annotated[
+    str,
+    StringConstraints(max_length=10_000),
+    AfterValidator(
+        lambda v: v if "\x00" not in v else (_ for _ in ()).throw(ValueError("NUL byte"))
+    ),
+]
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+]
+Mac = Annotated[str, StringConstraints(max_length=32), _as(identity.canonical_mac)]
+Uuid = Annotated[str, StringConstraints(max_length=45), _as(identity.canonical_uuid)]
+Hostname = Annotated[str, StringConstraints(max_length=63), _as(identity.canonical_hostname)]
+Interface = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
+Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+IPv4 = Annotated[str, StringConstraints(max_length=39), AfterValidator(_ipv4)]
+Cidr = Annotated[str, StringConstraints(max_length=43), AfterValidator(_cidr)]
+Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_url)]
+Domain = Annotated[str, StringConstraints(max_length=253), AfterValidator(_domain)]
+State = Literal["new", "discovered", "ready", "provisioning", "deployed", "maintenance", "retired"]
+Kind = Literal["linux", "ipxe", "chain", "local", "menu"]
+Scope = Literal["read", "write"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+# --- NICs and machines ------------------------------------------------------------
+
+
+class NicIn(_In):
+    mac: Mac
+    name: Interface | None = None
+    boot: bool = False
+
+
+class NicOut(BaseModel):
+    mac: str
+    name: str | None
+    boot: bool
+
+
+class MachineFields(_In):
+    hostname: Hostname | None = None
+    uuid: Uuid | None = None
+    serial: Text | None = None
+    board_serial: Text | None = None
+    manufacturer: Text | None = None
+    product: Text | None = None
+    asset_tag: Text | None = None
+    tags: Annotated[list[Tag], Field(max_length=64)] = []
+    state: State = "new"
+    profile: Name | None = Field(default=None, description="name of the assigned profile")
+    network: Name | None = Field(default=None, description="name of the static network")
+    address: IPv4 | None = Field(default=None, description="static IPv4 address in network")
+    interface: Interface | None = Field(
+        default=None, description="interface name the booted OS configures (default eth0)"
+    )
+    notes: LongText | None = None
+    nics: Annotated[list[NicIn], Field(max_length=32)] = []
+
+    @model_validator(mode="after")
+    def _unique_macs(self) -> MachineFields:
+        macs = [n.mac for n in self.nics]
+        if len(macs) != len(set(macs)):
+            raise ValueError("nics: the same MAC is listed twice")
+        if sum(n.boot for n in self.nics) > 1:
+            raise ValueError("nics: at most one NIC has boot=true")
+        return self
+
+
+class MachineCreate(MachineFields):
+    pass
+
+
+class MachineUpdate(_In):
+    """Partial update: only the fields sent change. ``nics`` and ``tags`` replace the lists."""
+
+    hostname: Hostname | None = None
+    uuid: Uuid | None = None
+    serial: Text | None = None
+    board_serial: Text | None = None
+    manufacturer: Text | None = None
+    product: Text | None = None
+    asset_tag: Text | None = None
+    tags: Annotated[list[Tag], Field(max_length=64)] | None = None
+    state: State | None = None
+    profile: Name | None = None
+    network: Name | None = None
+    address: IPv4 | None = None
+    interface: Interface | None = None
+    notes: LongText | None = None
+    nics: Annotated[list[NicIn], Field(max_length=32)] | None = None
+
+    @model_validator(mode="after")
+    def _unique_macs(self) -> MachineUpdate:
+        if self.nics is not None:
+            macs = [n.mac for n in self.nics]
+            if len(macs) != len(set(macs)):
+                raise ValueError("nics: the same MAC is listed twice")
+        return self
+
+
+class NextBootOut(BaseModel):
+    profile: str
+    expires_at: datetime
+    complete_state: str | None
+
+
+class MachineOut(BaseModel):
+    id: int
+    hostname: str | None
+    uuid: str | None
+    serial: str | None
+    board_serial: str | None
+    manufacturer: str | None
+    product: str | None
+    asset_tag: str | None
+    tags: list[str]
+    state: str
+    profile: str | None
+    network: str | None
+    address: str | None
+    interface: str | None
+    notes: str | None
+    nics: list[NicOut]
+    next_boot: NextBootOut | None
+    created_at: datetime
+    updated_at: datetime
+    last_seen_at: datetime | None
+    last_seen_ip: str | None
+    version: int
+
+    @classmethod
+    def of(cls, m: models.Machine) -> MachineOut:
+        nb = m.next_boot
+        return cls(
+            id=m.id,
+            hostname=m.hostname,
+            uuid=m.uuid,
+            serial=m.serial,
+            board_serial=m.board_serial,
+            manufacturer=m.manufacturer,
+            product=m.product,
+            asset_tag=m.asset_tag,
+            tags=m.tag_names,
+            state=m.state,
+            profile=m.profile.name if m.profile else None,
+            network=m.network.name if m.network else None,
+            address=m.address,
+            interface=m.interface,
+            notes=m.notes,
+            nics=[NicOut(mac=n.mac, name=n.name, boot=n.boot) for n in m.nics],
+            next_boot=NextBootOut(
+                profile=nb.profile.name, expires_at=nb.expires_at, complete_state=nb.complete_state
+            )
+            if nb
+            else None,
+            created_at=m.created_at,
+            updated_at=m.updated_at,
+            last_seen_at=m.last_seen_at,
+            last_seen_ip=m.last_seen_ip,
+            version=m.version,
+        )
+
+
+class NextBootIn(_In):
+    profile: Name
+    expires_in: int | None = Field(
+        default=None, ge=60, le=366 * 86400, description="seconds until the action lapses"
+    )
+    complete_state: State | None = Field(
+        default=None, description="state after the booted OS reports completion"
+    )
+
+
+# --- networks ---------------------------------------------------------------------
+
+
+class NetworkIn(_In):
+    name: Name
+    cidr: Cidr
+    gateway: IPv4 | None = None
+    dns: Annotated[list[IPv4], Field(max_length=2)] = []
+    domain: Domain | None = None
+    vlan_id: int | None = Field(default=None, ge=1, le=4094)
+
+    @model_validator(mode="after")
+    def _gateway_inside(self) -> NetworkIn:
+        if self.gateway is not None:
+            try:
+                identity.check_address_in(self.gateway, self.cidr)
+            except identity.IdentityError as e:
+                raise ValueError(f"gateway: {e}") from None
+        return self
+
+
+class NetworkUpdate(_In):
+    name: Name | None = None
+    gateway: IPv4 | None = None
+    dns: Annotated[list[IPv4], Field(max_length=2)] | None = None
+    domain: Domain | None = None
+    vlan_id: int | None = Field(default=None, ge=1, le=4094)
+
+
+class NetworkOut(BaseModel):
+    id: int
+    name: str
+    cidr: str
+    gateway: str | None
+    dns: list[str]
+    domain: str | None
+    vlan_id: int | None
+    version: int
+
+    @classmethod
+    def of(cls, n: models.Network) -> NetworkOut:
+        return cls(
+            id=n.id,
+            name=n.name,
+            cidr=n.cidr,
+            gateway=n.gateway,
+            dns=list(n.dns),
+            domain=n.domain,
+            vlan_id=n.vlan_id,
+            version=n.version,
+        )
+
+
+# --- profiles ---------------------------------------------------------------------
+
+
+class MenuItemIn(_In):
+    key: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    label: Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_one_line)]
+    profile: Name
+
+
+class MenuIn(_In):
+    items: Annotated[list[MenuItemIn], Field(min_length=1, max_length=32)]
+    default: str | None = None
+    timeout: int = Field(default=10, ge=0, le=3600, description="seconds")
+
+    @model_validator(mode="after")
+    def _default_is_item(self) -> MenuIn:
+        keys = [i.key for i in self.items]
+        if len(keys) != len(set(keys)):
+            raise ValueError("items: keys must be unique")
+        if self.default is not None and self.default not in keys:
+            raise ValueError(f"default: {self.default!r} is not one of the item keys")
+        return self
+
+
+class ProfileFields(_In):
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    kernel: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        default=None, description="kernel URL (a template: {{ assets }}/vmlinuz)"
+    )
+    initrds: Annotated[
+        list[Annotated[str, StringConstraints(max_length=2048)]], Field(max_length=8)
+    ] = []
+    cmdline: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    script: Annotated[str, StringConstraints(max_length=65536)] | None = Field(
+        default=None, description="iPXE script template (kind ipxe)"
+    )
+    chain_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    local_method: Literal["exit", "sanboot"] | None = None
+    menu: MenuIn | None = None
+    complete_state: State | None = None
+
+
+class ProfileIn(ProfileFields):
+    name: Name
+    kind: Kind
+
+
+class ProfileUpdate(ProfileFields):
+    name: Name | None = None
+    kind: Kind | None = None
+
+
+class ProfileOut(BaseModel):
+    id: int
+    name: str
+    kind: str
+    description: str | None
+    kernel: str | None
+    initrds: list[str]
+    cmdline: str | None
+    script: str | None
+    chain_url: str | None
+    local_method: str | None
+    menu: dict[str, Any] | None
+    complete_state: str | None
+    version: int
+
+    @classmethod
+    def of(cls, p: models.Profile) -> ProfileOut:
+        return cls(
+            id=p.id,
+            name=p.name,
+            kind=p.kind,
+            description=p.description,
+            kernel=p.kernel,
+            initrds=list(p.initrds),
+            cmdline=p.cmdline,
+            script=p.script,
+            chain_url=p.chain_url,
+            local_method=p.local_method,
+            menu=p.menu,
+            complete_state=p.complete_state,
+            version=p.version,
+        )
+
+
+# --- rules ------------------------------------------------------------------------
+
+
+class RuleFields(_In):
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    manufacturer: Text | None = None
+    product: Text | None = None
+    buildarch: Literal["i386", "x86_64", "arm32", "arm64", "riscv64"] | None = None
+    platform: Literal["pcbios", "efi"] | None = None
+    tags: Annotated[list[Tag], Field(max_length=16)] = []
+
+
+class RuleIn(RuleFields):
+    name: Name
+    profile: Name
+
+
+class RuleUpdate(_In):
+    name: Name | None = None
+    profile: Name | None = None
+    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    manufacturer: Text | None = None
+    product: Text | None = None
+    buildarch: Literal["i386", "x86_64", "arm32", "arm64", "riscv64"] | None = None
+    platform: Literal["pcbios", "efi"] | None = None
+    tags: Annotated[list[Tag], Field(max_length=16)] | None = None
+
+
+class RuleOut(BaseModel):
+    id: int
+    name: str
+    priority: int
+    manufacturer: str | None
+    product: str | None
+    buildarch: str | None
+    platform: str | None
+    tags: list[str]
+    profile: str
+    version: int
+
+    @classmethod
+    def of(cls, r: models.Rule) -> RuleOut:
+        return cls(
+            id=r.id,
+            name=r.name,
+            priority=r.priority,
+            manufacturer=r.manufacturer,
+            product=r.product,
+            buildarch=r.buildarch,
+            platform=r.platform,
+            tags=list(r.tags),
+            profile=r.profile.name,
+            version=r.version,
+        )
+
+
+# --- tokens, events, leases, previews ----------------------------------------------
+
+
+class TokenIn(_In):
+    name: Name
+    scope: Scope = "read"
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, t: models.ApiToken) -> TokenOut:
+        return cls(
+            id=t.id,
+            name=t.name,
+            prefix=t.prefix,
+            scope=t.scope,
+            created_at=t.created_at,
+            expires_at=t.expires_at,
+            last_used_at=t.last_used_at,
+            revoked_at=t.revoked_at,
+        )
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    machine_id: int | None
+    mac: str | None
+    ip: str | None
+    message: str
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: models.Event) -> EventOut:
+        return cls(
+            id=e.id,
+            at=e.at,
+            kind=e.kind,
+            machine_id=e.machine_id,
+            mac=e.mac,
+            ip=e.ip,
+            message=e.message,
+            data=dict(e.data),
+        )
+
+
+class LeaseEventIn(_In):
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{8,64}$")] = Field(
+        description="unique per event, so a replayed event is recorded once"
+    )
+    source: Literal["dnsmasq", "kea"]
+    action: Literal["add", "old", "del", "commit", "renew", "release", "expire"]
+    mac: Mac
+    ip: IPv4
+    hostname: Annotated[str, StringConstraints(max_length=253)] | None = None
+    user_class: Annotated[str, StringConstraints(max_length=64)] | None = None
+    arch: int | None = Field(default=None, ge=0, le=65535)
+    at: datetime | None = None
+
+
+class Accepted(BaseModel):
+    accepted: bool
+    duplicate: bool = False
+    machine_id: int | None = None
+
+
+class PreviewQuery(_In):
+    buildarch: Literal["i386", "x86_64", "arm32", "arm64", "riscv64"] | None = None
+    platform: Literal["pcbios", "efi"] | None = None
+
+
+class PreviewOut(BaseModel):
+    machine_id: int | None
+    step: str
+    profile: str | None
+    rule: str | None
+    reason: str
+    script: str
+
+
+# --- lists ------------------------------------------------------------------------
+
+
+class PageQuery(_In):
+    limit: int = Field(default=100, ge=1, le=1000)
+    after: int | None = Field(default=None, ge=0, description="cursor: the last id you saw")
+
+
+class MachineQuery(PageQuery):
+    mac: Mac | None = None
+    uuid: Uuid | None = None
+    serial: Text | None = None
+    hostname: Hostname | None = None
+    tag: Tag | None = None
+    state: State | None = None
+    profile: Name | None = None
+
+
+class EventQuery(PageQuery):
+    machine_id: int | None = Field(default=None, ge=1)
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z_.]{1,32}$")] | None = None
+    mac: Mac | None = None
+    since: datetime | None = None
+
+
+class MachinePage(BaseModel):
+    items: list[MachineOut]
+    next_after: int | None = Field(description="pass as ?after= for the next page")
+
+
+class NetworkPage(BaseModel):
+    items: list[NetworkOut]
+    next_after: int | None
+
+
+class ProfilePage(BaseModel):
+    items: list[ProfileOut]
+    next_after: int | None
+
+
+class RulePage(BaseModel):
+    items: list[RuleOut]
+    next_after: int | None
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_after: int | None
+
+
+class TokenPage(BaseModel):
+    items: list[TokenOut]
+    next_after: int | None
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+    line: int | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; ``errors`` names each offending field."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldProblem] = []
+    holder: int | None = Field(default=None, description="machine id holding a conflicting key")

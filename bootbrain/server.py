@@ -1,0 +1,58 @@
+"""gunicorn, embedded: ``bootbrain serve``.
+
+Workers are forked after the app is created (``preload_app``), so each builds its
+own database pool and event-writer thread after the fork; ``worker_exit`` drains the
+event queue so a clean shutdown (SIGTERM, a reload) loses no boot record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    app = worker.wsgi
+    writer = getattr(app, "extensions", {}).get("bootbrain.events")
+    if writer is not None:
+        writer.close()
+
+
+def _post_fork(server: Any, worker: Any) -> None:
+    app = worker.app.wsgi()
+    db = app.extensions["bootbrain.db"]
+    db.engine.dispose(close=False)  # never share the parent's connections
+
+
+class _Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from bootbrain.app import create_app
+
+        return create_app()
+
+
+def run(bind: str, workers: int, access_log: bool = True) -> None:
+    options: dict[str, Any] = {
+        "bind": bind,
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": 4,
+        "preload_app": True,
+        "timeout": 60,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "post_fork": _post_fork,
+        "worker_exit": _worker_exit,
+    }
+    if access_log:
+        options["accesslog"] = "-"
+    _Server(options).run()

@@ -1,0 +1,383 @@
+"""Import and export of the inventory (CSV and YAML), and the demo inventory.
+
+An import validates every row against the API's own schemas and inventory checks,
+inside one transaction with a savepoint per row; every bad row is reported with its
+line number, and if there is any, nothing is committed.
+
+YAML holds any of ``networks``, ``profiles``, ``rules``, ``machines`` (lists of the
+API's create bodies), imported in that order. CSV holds machines, one a row, with
+the API's field names as the header; ``macs`` and ``tags`` are ``;``-separated (the
+first MAC boots).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bootbrain import inventory, schemas
+from bootbrain.db import Database
+from bootbrain.errors import BootbrainError, ConflictError, FieldError, NotFoundError
+
+PROGRESS_THRESHOLD = 500
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    field: str
+    message: str
+
+
+class ImportRowsError(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(f"{len(problems)} bad rows")
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: str  # networks | profiles | rules | machines
+    line: int
+    data: dict[str, Any]
+
+
+SECTIONS = ("networks", "profiles", "rules", "machines")
+
+
+def _yaml_rows(text: str) -> Iterator[Row]:
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is None:
+        return
+    if not isinstance(node, yaml.MappingNode):
+        raise ImportRowsError(
+            [
+                Problem(
+                    node.start_mark.line + 1,
+                    "file",
+                    "expected a mapping with networks/profiles/rules/machines",
+                )
+            ]
+        )
+    by_kind: dict[str, yaml.Node] = {}
+    for key, value in node.value:
+        if key.value not in SECTIONS:
+            raise ImportRowsError(
+                [
+                    Problem(
+                        key.start_mark.line + 1,
+                        str(key.value),
+                        f"unknown section; expected one of {SECTIONS}",
+                    )
+                ]
+            )
+        by_kind[key.value] = value
+    loader = yaml.SafeLoader("")
+    for kind in SECTIONS:
+        seq = by_kind.get(kind)
+        if seq is None:
+            continue
+        if not isinstance(seq, yaml.SequenceNode):
+            raise ImportRowsError([Problem(seq.start_mark.line + 1, kind, "expected a list")])
+        for item in seq.value:
+            data = loader.construct_document(item)
+            yield Row(
+                kind,
+                item.start_mark.line + 1,
+                data if isinstance(data, dict) else {"_not_a_mapping": data},
+            )
+
+
+CSV_FIELDS = [
+    "hostname",
+    "macs",
+    "uuid",
+    "serial",
+    "board_serial",
+    "manufacturer",
+    "product",
+    "asset_tag",
+    "tags",
+    "state",
+    "profile",
+    "network",
+    "address",
+    "interface",
+    "notes",
+]
+
+
+def _csv_rows(text: str) -> Iterator[Row]:
+    reader = csv.DictReader(io.StringIO(text))
+    unknown = set(reader.fieldnames or []) - set(CSV_FIELDS)
+    if unknown:
+        raise ImportRowsError(
+            [
+                Problem(
+                    1,
+                    ", ".join(sorted(unknown)),
+                    f"unknown column; expected {', '.join(CSV_FIELDS)}",
+                )
+            ]
+        )
+    for rec in reader:
+        line = reader.line_num
+        data: dict[str, Any] = {}
+        for k, v in rec.items():
+            if k is None:
+                data["_extra"] = v
+                continue
+            if v is None or v == "":
+                continue
+            if k == "macs":
+                data["nics"] = [
+                    {"mac": m.strip(), "boot": i == 0}
+                    for i, m in enumerate(v.split(";"))
+                    if m.strip()
+                ]
+            elif k == "tags":
+                data["tags"] = [t.strip() for t in v.split(";") if t.strip()]
+            else:
+                data[k] = v
+        yield Row("machines", line, data)
+
+
+_MODELS: dict[str, type[BaseModel]] = {
+    "networks": schemas.NetworkIn,
+    "profiles": schemas.ProfileIn,
+    "rules": schemas.RuleIn,
+    "machines": schemas.MachineCreate,
+}
+
+
+def import_text(
+    db: Database,
+    text: str,
+    fmt: str,
+    check_profile: Callable[[dict[str, Any]], None],
+    actor: str,
+    progress: bool = False,
+) -> dict[str, int]:
+    try:
+        rows = list(_csv_rows(text) if fmt == "csv" else _yaml_rows(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ImportRowsError([Problem(mark.line + 1 if mark else 1, "file", str(e))]) from None
+    except csv.Error as e:
+        raise ImportRowsError([Problem(1, "file", str(e))]) from None
+    problems: list[Problem] = []
+    counts = dict.fromkeys(SECTIONS, 0)
+    created: list[int] = []
+    adders: dict[str, Callable[..., Any]] = {
+        "networks": lambda s, d: inventory.add_network(s, d, actor),
+        "profiles": lambda s, d: inventory.add_profile(s, d, check_profile, actor),
+        "rules": lambda s, d: inventory.add_rule(s, d, actor),
+        "machines": lambda s, d: inventory.add_machine(s, d, actor),
+    }
+    bar = _progress(len(rows)) if progress and len(rows) >= PROGRESS_THRESHOLD else None
+    try:
+        with db.write() as s:
+            for row in rows:
+                if bar:
+                    bar.advance()
+                try:
+                    data = _MODELS[row.kind].model_validate(row.data)
+                except ValidationError as e:
+                    for err in e.errors():
+                        field = ".".join(str(p) for p in err["loc"]) or row.kind
+                        problems.append(
+                            Problem(row.line, field, err["msg"].removeprefix("Value error, "))
+                        )
+                    continue
+                try:
+                    with s.begin_nested():
+                        obj = adders[row.kind](s, data)
+                except (FieldError, ConflictError) as e:
+                    problems.append(Problem(row.line, e.field, e.message))
+                    continue
+                except (NotFoundError, BootbrainError) as e:
+                    problems.append(Problem(row.line, row.kind, str(e)))
+                    continue
+                counts[row.kind] += 1
+                if row.kind == "machines":
+                    created.append(obj.id)
+            if problems:
+                raise ImportRowsError(problems)
+    finally:
+        if bar:
+            bar.close()
+    for r in inventory.all_reservations(db):
+        if r.machine_id in set(created):
+            inventory.notify(db, r.machine_id, r)
+    return {k: v for k, v in counts.items() if v}
+
+
+class _Bar:
+    def __init__(self, total: int) -> None:
+        from rich.progress import Progress
+
+        self._p = Progress(transient=True)
+        self._p.start()
+        self._task = self._p.add_task("importing", total=total)
+
+    def advance(self) -> None:
+        self._p.advance(self._task)
+
+    def close(self) -> None:
+        self._p.stop()
+
+
+def _progress(total: int) -> _Bar:
+    return _Bar(total)
+
+
+def import_file(
+    db: Database, path: Path, fmt: str, check_profile: Callable[[dict[str, Any]], None], actor: str
+) -> dict[str, int]:
+    import sys
+
+    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    if fmt == "auto":
+        fmt = "csv" if path.suffix.lower() == ".csv" else "yaml"
+    return import_text(db, text, fmt, check_profile, actor, progress=sys.stderr.isatty())
+
+
+def _all(
+    db: Database, lister: Callable[..., tuple[list[Any], int | None]], query: Any = None
+) -> list[Any]:
+    out: list[Any] = []
+    after = None
+    while True:
+        q = (query or schemas.PageQuery)(limit=1000, after=after)
+        rows, after = lister(db, q)
+        out.extend(rows)
+        if after is None:
+            return out
+
+
+def export(db: Database, fmt: str) -> str:
+    machines = [
+        schemas.MachineOut.of(m) for m in _all(db, inventory.list_machines, schemas.MachineQuery)
+    ]
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+        w.writeheader()
+        for m in machines:
+            row = m.model_dump(include=set(CSV_FIELDS))
+            row["macs"] = ";".join(n.mac for n in m.nics)
+            row["tags"] = ";".join(m.tags)
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
+        return buf.getvalue()
+    keep = {
+        "networks": set(schemas.NetworkIn.model_fields),
+        "profiles": set(schemas.ProfileIn.model_fields),
+        "rules": set(schemas.RuleIn.model_fields),
+        "machines": set(schemas.MachineCreate.model_fields),
+    }
+    doc = {
+        "networks": [
+            schemas.NetworkOut.of(n).model_dump(include=keep["networks"])
+            for n in _all(db, inventory.list_networks)
+        ],
+        "profiles": [
+            schemas.ProfileOut.of(p).model_dump(include=keep["profiles"], exclude_none=True)
+            for p in _all(db, inventory.list_profiles)
+        ],
+        "rules": [
+            schemas.RuleOut.of(r).model_dump(include=keep["rules"])
+            for r in _all(db, inventory.list_rules)
+        ],
+        "machines": [_machine_doc(m, keep["machines"]) for m in machines],
+    }
+    # Profiles referenced by menus must come first on import.
+    doc["profiles"].sort(key=lambda p: p["kind"] == "menu")
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def _machine_doc(m: schemas.MachineOut, keep: set[str]) -> dict[str, Any]:
+    d = m.model_dump(include=keep, exclude_none=True)
+    d["nics"] = [n.model_dump(exclude_none=True) for n in m.nics]
+    return d
+
+
+DEMO = """
+networks:
+  - {name: rack1, cidr: 10.20.0.0/24, gateway: 10.20.0.1, dns: [10.20.0.2, 10.20.0.3],
+     domain: dc1.example.net, vlan_id: 120}
+profiles:
+  - name: local-disk
+    kind: local
+    description: Boot the installed OS from the first disk
+  - name: debian-installer
+    kind: linux
+    description: Debian 12 netinstall with a static network, then boot from disk
+    kernel: "{{ assets }}/debian-12/linux"
+    initrds: ["{{ assets }}/debian-12/initrd.gz"]
+    cmdline: "${IPXE_BOOT_LINUX_IP_CONFIG} auto=true priority=critical
+      url={{ base_url }}/assets/preseed.cfg netcfg/hostname={{ hostname }}"
+    complete_state: deployed
+  - name: rescue
+    kind: ipxe
+    description: A rescue shell kept in RAM
+    script: |
+      #!ipxe
+      echo Rescue boot for {{ machine.hostname or 'an unnamed machine' }}
+      kernel {{ assets }}/rescue/vmlinuz ${IPXE_BOOT_LINUX_IP_CONFIG} console=ttyS0
+      initrd {{ assets }}/rescue/initrd.img
+      boot
+  - name: netboot-xyz
+    kind: chain
+    chain_url: https://boot.netboot.xyz/ipxe/netboot.xyz.lkrn
+  - name: choose
+    kind: menu
+    description: Operator's choice, defaulting to disk after 10 seconds
+    menu:
+      default: disk
+      timeout: 10
+      items:
+        - {key: disk, label: Boot from local disk, profile: local-disk}
+        - {key: install, label: Install Debian 12, profile: debian-installer}
+        - {key: rescue, label: Rescue shell, profile: rescue}
+rules:
+  - {name: efi-servers-get-menu, platform: efi, tags: [lab], profile: choose}
+machines:
+  - hostname: node-a1
+    serial: DEMO-0001
+    manufacturer: Dell Inc.
+    product: PowerEdge R650
+    nics: [{mac: "52:54:00:00:a1:01", boot: true}, {mac: "52:54:00:00:a1:02"}]
+    network: rack1
+    address: 10.20.0.11
+    state: ready
+    profile: debian-installer
+    tags: [rack1, lab]
+  - hostname: node-a2
+    serial: DEMO-0002
+    manufacturer: Dell Inc.
+    product: PowerEdge R650
+    nics: [{mac: "52:54:00:00:a2:01", boot: true}]
+    network: rack1
+    address: 10.20.0.12
+    state: deployed
+    profile: local-disk
+    tags: [rack1]
+  - hostname: node-a3
+    uuid: 4c4c4544-0042-3610-8052-b4c04f4e3233
+    nics: [{mac: "52:54:00:00:a3:01", boot: true}]
+    tags: [lab]
+    state: ready
+"""
+
+
+def load_demo(
+    db: Database, check_profile: Callable[[dict[str, Any]], None], actor: str
+) -> dict[str, int]:
+    return import_text(db, DEMO, "yaml", check_profile, actor)

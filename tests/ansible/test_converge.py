@@ -1,0 +1,292 @@
+"""Converge the role into a Debian 12 tree, converge again (nothing may change),
+then start what it installed the way its units would and check real behaviour
+through nginx. Bad variable combinations must stop the play before any change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ansible_harness as harness
+import pytest
+
+pytestmark = [pytest.mark.ansible, pytest.mark.slow]
+
+ASSET = "test/vmlinuz"
+# An odd size, so a truncated or padded transfer cannot pass by accident.
+ASSET_SIZE = 3 * 1024 * 1024 + 77
+
+
+@dataclass
+class Scenario:
+    target: harness.Target
+    inventory: Path
+    vars_file: Path
+    vars: dict[str, object]
+    nginx_port: int
+    gunicorn_port: int
+    asset_sha256: str
+
+    def converge(self, *args: str, extra: dict[str, object] | None = None) -> harness.PlaybookRun:
+        vars_file = self.vars_file
+        if extra:
+            vars_file = self.target.work / f"vars-{len(list(self.target.work.glob('vars-*')))}.json"
+            vars_file.write_text(json.dumps({**self.vars, **extra}, indent=2))
+        return harness.run_playbook(self.inventory, vars_file, workdir=self.target.work, args=args)
+
+
+@pytest.fixture(scope="module")
+def scenario(target: harness.Target, wheelhouse: Path) -> Scenario:
+    work = target.work
+    asset = work / "vmlinuz"
+    data = os.urandom(ASSET_SIZE)
+    asset.write_bytes(data)
+    nginx_port, gunicorn_port = harness.free_port(), harness.free_port()
+    while gunicorn_port == nginx_port:
+        gunicorn_port = harness.free_port()
+    variables: dict[str, object] = {
+        "bootbrain_install_source": "checkout",
+        "bootbrain_checkout_path": str(harness.snapshot_checkout(work / "checkout")),
+        "bootbrain_pip_wheelhouse": str(wheelhouse),
+        "bootbrain_server_ip": "127.0.0.1",
+        "bootbrain_nginx_port": nginx_port,
+        # Loopback only: the tree shares this machine's network.
+        "bootbrain_nginx_listen": [f"127.0.0.1:{nginx_port}"],
+        "bootbrain_gunicorn_bind": f"127.0.0.1:{gunicorn_port}",
+        "bootbrain_gunicorn_workers": 2,
+        "bootbrain_dhcp_server": "dnsmasq",
+        "bootbrain_dnsmasq_mode": "dhcp",
+        "bootbrain_dhcp_interface": "lo",
+        "bootbrain_dhcp_range_start": "127.0.0.100",
+        "bootbrain_dhcp_range_end": "127.0.0.199",
+        "bootbrain_dhcp_netmask": "255.0.0.0",
+        "bootbrain_assets": [{"dest": ASSET, "src": str(asset)}],
+    }
+    inventory = work / "inventory.json"
+    harness.write_inventory(inventory, target.root)
+    vars_file = work / "vars.json"
+    vars_file.write_text(json.dumps(variables, indent=2))
+    return Scenario(
+        target,
+        inventory,
+        vars_file,
+        variables,
+        nginx_port,
+        gunicorn_port,
+        hashlib.sha256(data).hexdigest(),
+    )
+
+
+@pytest.fixture(scope="module")
+def first_converge(scenario: Scenario, timings: list[tuple[str, float]]) -> harness.PlaybookRun:
+    run = scenario.converge()
+    timings.append(("first converge", run.seconds))
+    (scenario.target.work / "converge-1.log").write_text(run.output)
+    scenario.target.harvest_apt_archives()
+    if run.returncode != 0:
+        pytest.fail(f"first converge failed (rc={run.returncode}):\n{run.tail(80)}")
+    return run
+
+
+@pytest.fixture(scope="module")
+def second_converge(
+    scenario: Scenario, first_converge: harness.PlaybookRun, timings: list[tuple[str, float]]
+) -> harness.PlaybookRun:
+    token_file = scenario.target.path("/etc/bootbrain/api-token")
+    token_before = token_file.read_bytes() if token_file.exists() else None
+    run = scenario.converge()
+    timings.append(("second converge", run.seconds))
+    (scenario.target.work / "converge-2.log").write_text(run.output)
+    if run.returncode != 0:
+        pytest.fail(f"second converge failed (rc={run.returncode}):\n{run.tail(80)}")
+    assert token_file.read_bytes() == token_before, "the second converge replaced the API token"
+    return run
+
+
+def test_first_converge(first_converge: harness.PlaybookRun) -> None:
+    recap = first_converge.recap()
+    assert recap.get("failed") == 0 and recap.get("unreachable") == 0, first_converge.tail()
+    assert recap.get("changed", 0) > 0, first_converge.tail()
+
+
+def test_second_converge_changes_nothing(second_converge: harness.PlaybookRun) -> None:
+    recap = second_converge.recap()
+    assert recap.get("failed") == 0, second_converge.tail()
+    changed = second_converge.changed_tasks()
+    assert recap.get("changed") == 0, f"changed: {changed}\n{second_converge.tail()}"
+
+
+def test_files_have_safe_owners_and_modes(
+    scenario: Scenario, first_converge: harness.PlaybookRun
+) -> None:
+    tgt = scenario.target
+    uid, gid, _ = tgt._ids("bootbrain", None)
+    expected = {
+        "/etc/bootbrain/bootbrain.toml": (0, gid, 0o640),
+        "/etc/bootbrain/api-token": (0, 0, 0o600),
+        "/etc/bootbrain/secret_key": (0, 0, 0o600),
+        "/etc/bootbrain/leasehook-token": (0, gid, 0o640),
+        "/etc/bootbrain/leasehook.conf": (0, gid, 0o640),
+        "/var/lib/bootbrain": (uid, gid, 0o711),
+        "/var/lib/bootbrain/spool": (uid, gid, 0o2770),
+    }
+    for path, (owner, group, mode) in expected.items():
+        st = tgt.path(path).stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (owner, group, mode), path
+    tokens = [
+        tgt.path(f"/etc/bootbrain/{f}").read_text().strip()
+        for f in ("api-token", "leasehook-token")
+    ]
+    for token in tokens:
+        assert len(token) >= 16 and not re.search(r"\s", token)
+    assert tokens[0] != tokens[1], "the lease hook must have a token of its own"
+    hook_conf = tgt.path("/etc/bootbrain/leasehook.conf").read_text()
+    assert "token_file=/etc/bootbrain/leasehook-token" in hook_conf, hook_conf
+    for name in ("undionly.kpxe", "ipxe.efi", "snponly.efi"):
+        assert tgt.path(f"/srv/bootbrain/tftp/{name}").stat().st_size > 0, name
+
+
+def test_dnsmasq_accepts_the_deployed_configuration(
+    scenario: Scenario, second_converge: harness.PlaybookRun
+) -> None:
+    """Run the unit's ExecStartPre (dnsmasq --test) on what the role deployed."""
+    tgt = scenario.target
+    unit = harness.parse_unit(tgt.path("/etc/systemd/system/bootbrain-dnsmasq.service").read_text())
+    checks = [argv for argv in unit.exec_start_pre if "--test" in argv]
+    assert checks, "bootbrain-dnsmasq.service has no dnsmasq --test ExecStartPre"
+    for argv in checks:
+        result = tgt.run(argv)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "syntax check OK" in result.stdout + result.stderr
+    config = tgt.path("/etc/bootbrain/dnsmasq.conf").read_text()
+    assert "interface=lo" in config.replace(" ", ""), config
+    for script in re.findall(r"^dhcp-script=(\S+)", config, re.M):
+        path = tgt.path(script)
+        assert path.is_file() and os.access(path, os.X_OK), f"lease hook {script} is not executable"
+
+
+def test_services_answer_through_nginx(
+    scenario: Scenario, second_converge: harness.PlaybookRun, timings: list[tuple[str, float]]
+) -> None:
+    """Start gunicorn and nginx as their units would, and talk to nginx only."""
+    tgt = scenario.target
+    started = time.monotonic()
+    try:
+        _check_through_nginx(scenario)
+    finally:
+        tgt.stop_all()
+        timings.append(("verify (start gunicorn + nginx, HTTP checks)", time.monotonic() - started))
+
+
+def _check_through_nginx(scenario: Scenario) -> None:
+    tgt = scenario.target
+    work = tgt.work
+
+    # gunicorn, exactly as bootbrain.service describes it.
+    unit = harness.parse_unit(tgt.path("/etc/systemd/system/bootbrain.service").read_text())
+    assert unit.user == "bootbrain"
+    run_dir = tgt.path("/run/bootbrain")  # RuntimeDirectory=, which systemd would create
+    run_dir.mkdir(mode=0o755, exist_ok=True)
+    uid, gid, _ = tgt._ids(unit.user, unit.group)
+    os.chown(run_dir, uid, gid)
+    gunicorn_log = work / "gunicorn.log"
+    gunicorn = tgt.start(
+        unit.exec_start,
+        log=gunicorn_log,
+        user=unit.user,
+        group=unit.group,
+        env=unit.environment,
+        cwd=unit.working_directory,
+    )
+    direct = harness.wait_for_http(
+        f"http://127.0.0.1:{scenario.gunicorn_port}/healthz", gunicorn, gunicorn_log
+    )
+    assert direct.status == 200, direct
+
+    # nginx, as Debian's nginx.service starts it, but in the foreground so we own it.
+    nginx_unit = harness.parse_unit(tgt.path("/lib/systemd/system/nginx.service").read_text())
+    listens = tgt.run(["/usr/sbin/nginx", "-T", "-q"])
+    assert listens.returncode == 0, listens.stderr
+    for listen in re.findall(r"^\s*listen\s+([^;]+);", listens.stdout, re.M):
+        assert listen.startswith(("127.0.0.1:", "[::1]:")), (
+            f"nginx would listen on {listen!r} outside loopback; refusing to start it"
+        )
+    for argv in nginx_unit.exec_start_pre:
+        pre = tgt.run(argv)
+        assert pre.returncode == 0, f"{argv}: {pre.stdout}{pre.stderr}"
+    nginx_argv = [a.replace("daemon on;", "daemon off;") for a in nginx_unit.exec_start]
+    nginx_log = work / "nginx.log"
+    nginx = tgt.start(nginx_argv, log=nginx_log)
+    base = f"http://127.0.0.1:{scenario.nginx_port}"
+
+    health = harness.wait_for_http(f"{base}/healthz", nginx, nginx_log)
+    assert health.status == 200, (health, harness._tail(gunicorn_log))
+
+    boot = harness.http_get(f"{base}/boot.ipxe")
+    assert boot.status == 200, boot
+    assert boot.body.startswith(b"#!ipxe\n"), boot.body[:200]
+
+    asset = harness.http_get(f"{base}/assets/{ASSET}", timeout=30)
+    assert asset.status == 200, asset.status
+    assert int(asset.headers["content-length"]) == ASSET_SIZE
+    assert len(asset.body) == ASSET_SIZE
+    assert hashlib.sha256(asset.body).hexdigest() == scenario.asset_sha256
+    # Served by nginx from disk, not proxied to gunicorn.
+    access = tgt.path("/var/log/nginx/bootbrain.access.log").read_text()
+    assert f"/assets/{ASSET}" in access
+    assert f"/assets/{ASSET}" not in gunicorn_log.read_text()
+    assert gunicorn.poll() is None and nginx.poll() is None
+
+
+BAD_INPUT = [
+    pytest.param(
+        {
+            "bootbrain_dhcp_server": "kea",
+            "bootbrain_dnsmasq_mode": "proxy",
+            "bootbrain_kea_subnet": "127.0.0.0/8",
+            "bootbrain_kea_pool_start": "127.0.0.100",
+            "bootbrain_kea_pool_end": "127.0.0.199",
+        },
+        "bootbrain_dnsmasq_mode",
+        id="kea-with-proxydhcp",
+    ),
+    pytest.param(
+        {
+            "bootbrain_database_url": "postgresql+psycopg://bootbrain:S3cr3t-pw-7x@db.example.net:port/x"
+        },
+        "bootbrain_database_url",
+        id="unparsable-postgresql-url",
+    ),
+    pytest.param(
+        {"bootbrain_dhcp_interface": "provision9"},
+        "bootbrain_dhcp_interface",
+        id="missing-interface",
+    ),
+    pytest.param(
+        {"bootbrain_dhcp_server": "isc-dhcpd"}, "bootbrain_dhcp_server", id="unknown-dhcp-server"
+    ),
+    pytest.param({"bootbrain_server_ip": ""}, "bootbrain_server_ip", id="missing-server-ip"),
+]
+
+
+@pytest.mark.parametrize(("override", "variable"), BAD_INPUT)
+def test_bad_input_stops_before_any_change(
+    scenario: Scenario,
+    second_converge: harness.PlaybookRun,
+    override: dict[str, object],
+    variable: str,
+) -> None:
+    run = scenario.converge(extra=override)
+    assert run.returncode != 0, run.tail()
+    assert variable in run.output, run.tail()
+    recap = run.recap()
+    assert recap.get("changed", 0) == 0 and recap.get("failed") == 1, run.tail()
+    if variable == "bootbrain_database_url":
+        assert "S3cr3t-pw-7x" not in run.output, "the database password leaked into the output"

@@ -1,0 +1,101 @@
+"""Every operator route needs a token; read tokens cannot write."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.conftest import Api
+
+MACHINE_ROUTES = {
+    "/boot.ipxe",
+    "/ipxe",
+    "/boot/<token>/done",
+    "/healthz",
+    "/metrics",
+    "/static/<path:filename>",
+}
+
+
+def _concrete(rule: str) -> str:
+    return re.sub(r"<(?:int:)?[^>]+>", "1", rule)
+
+
+def operator_routes(app: Flask) -> list[tuple[str, str]]:
+    out = []
+    for rule in app.url_map.iter_rules():
+        if rule.rule in MACHINE_ROUTES:
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            out.append((method, _concrete(rule.rule)))
+    return out
+
+
+def test_every_non_machine_route_is_under_the_api(app: Flask) -> None:
+    routes = operator_routes(app)
+    assert len(routes) > 20
+    assert all(path.startswith("/api/v1/") for _, path in routes), routes
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer ", "Bearer bbt_nothere_xyz", "Basic YTpi", "Bearer not-a-bootbrain-token"],
+)
+def test_every_operator_route_answers_401_without_a_valid_token(
+    app: Flask, client: FlaskClient, header: str | None
+) -> None:
+    headers = {"Authorization": header} if header else {}
+    for method, path in operator_routes(app):
+        resp = client.open(path, method=method, headers=headers, json={})
+        assert resp.status_code == 401, (method, path, resp.status_code)
+        assert resp.mimetype == "application/problem+json"
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_read_token_gets_403_on_every_write(app: Flask, reader: Api) -> None:
+    for method, path in operator_routes(app):
+        if method == "GET":
+            continue
+        resp = reader.call(method, path.removeprefix("/api/v1"), json={})
+        assert resp.status_code == 403, (method, path, resp.status_code)
+        assert resp.json["status"] == 403
+
+
+def test_read_token_can_read(reader: Api) -> None:
+    assert reader.get("/machines").status_code == 200
+    assert reader.get("/openapi.json").status_code == 200
+
+
+def test_revoked_and_expired_tokens_are_refused(api: Api, app: Flask, client: FlaskClient) -> None:
+    created = api.post("/tokens", {"name": "short", "scope": "read"}, expect=201).json
+    other = Api(client, created["token"])
+    assert other.get("/machines").status_code == 200
+    api.delete(f"/tokens/{created['id']}", expect=200)
+    resp = other.get("/machines")
+    assert resp.status_code == 401
+    assert "revoked" in resp.json["detail"]
+
+
+def test_token_secret_is_shown_once_and_stored_hashed(api: Api, db) -> None:  # type: ignore[no-untyped-def]
+    created = api.post("/tokens", {"name": "ci", "scope": "write"}, expect=201).json
+    assert created["token"].startswith(created["prefix"] + "_")
+    listed = api.get("/tokens", expect=200).json["items"]
+    assert all("token" not in t for t in listed)
+    from sqlalchemy import select
+
+    from bootbrain.models import ApiToken
+
+    with db.read() as s:
+        hashes = list(s.scalars(select(ApiToken.token_hash)))
+    assert created["token"] not in hashes
+    assert all(len(h) == 64 for h in hashes)
+
+
+def test_machine_routes_need_no_token(client: FlaskClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    resp = client.get("/boot.ipxe")
+    assert resp.status_code == 200
+    assert resp.data.startswith(b"#!ipxe\n")

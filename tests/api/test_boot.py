@@ -1,0 +1,263 @@
+"""The boot flow against a real inventory: /ipxe, one-shot actions, completion, preview."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, update
+
+from bootbrain.models import Boot, Machine, NextBoot, utcnow
+from tests.conftest import Api
+
+UUID = "4c4c4544-0042-3610-8052-b4c04f4e3232"
+MAC = "52:54:00:aa:cc:01"
+
+
+def hexraw(s: str) -> str:
+    return s.encode().hex()
+
+
+def ipxe_query(
+    uuid: str = UUID,
+    mac: str = MAC,
+    serial: str = "",
+    manufacturer: str = "",
+    product: str = "",
+    buildarch: str = "x86_64",
+    platform: str = "efi",
+) -> str:
+    return (
+        f"/ipxe?uuid={uuid}&mac={mac.replace(':', '-')}&serial={hexraw(serial)}"
+        f"&board-serial=&manufacturer={hexraw(manufacturer)}&product={hexraw(product)}"
+        f"&asset=&buildarch={buildarch}&platform={platform}"
+    )
+
+
+def boot(client: FlaskClient, **kw: Any) -> str:
+    resp = client.get(ipxe_query(**kw), headers={"User-Agent": "iPXE/1.0.0+git"})
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/plain"
+    assert resp.headers["Content-Length"] == str(len(resp.data))
+    text = resp.get_data(as_text=True)
+    assert text.startswith("#!ipxe\n")
+    return text
+
+
+def done_url(script: str) -> str:
+    m = re.search(r"^set IPXE_BOOT_DONE_URL (\S+)$", script, re.M)
+    assert m, script
+    return m.group(1)
+
+
+def flush(app: Flask) -> None:
+    app.extensions["bootbrain.events"].flush()
+
+
+@pytest.fixture
+def inventory(api: Api) -> dict[str, Any]:
+    api.post(
+        "/networks",
+        {
+            "name": "rack1",
+            "cidr": "10.200.0.0/24",
+            "gateway": "10.200.0.1",
+            "dns": ["10.200.0.2", "10.200.0.3"],
+            "domain": "lab.example",
+        },
+        expect=201,
+    )
+    api.post("/profiles", {"name": "disk", "kind": "local"}, expect=201)
+    api.post(
+        "/profiles",
+        {
+            "name": "installer",
+            "kind": "linux",
+            "kernel": "{{ assets }}/vmlinuz",
+            "initrds": ["{{ assets }}/initrd.img"],
+            "cmdline": "${IPXE_BOOT_LINUX_IP_CONFIG} console=ttyS0 "
+            "bootbrain.done=${IPXE_BOOT_DONE_URL}",
+            "complete_state": "deployed",
+        },
+        expect=201,
+    )
+    m = api.post(
+        "/machines",
+        {
+            "hostname": "node-var",
+            "uuid": UUID,
+            "nics": [{"mac": MAC}],
+            "network": "rack1",
+            "address": "10.200.0.50",
+            "profile": "disk",
+            "state": "ready",
+        },
+        expect=201,
+    ).json
+    return m
+
+
+def test_assigned_profile_with_static_variables(client: FlaskClient, inventory: dict) -> None:
+    script = boot(client)
+    assert (
+        "set IPXE_BOOT_LINUX_IP_CONFIG ip=10.200.0.50::10.200.0.1:255.255.255.0:"
+        "node-var:eth0:none:10.200.0.2:10.200.0.3"
+    ) in script
+    assert "\nexit" in script or "sanboot" in script
+
+
+def test_next_boot_survives_rerequests_and_is_consumed_by_completion(
+    api: Api, client: FlaskClient, app: Flask, inventory: dict
+) -> None:
+    mid = inventory["id"]
+    api.put(f"/machines/{mid}/next-boot", {"profile": "installer"}, expect=200)
+    first = boot(client)
+    second = boot(client)  # firmware re-requests: the action stays
+    for script in (first, second):
+        assert re.search(r"^kernel .*http://bootbrain.test/assets/vmlinuz ", script, re.M)
+    url = done_url(second)
+    flush(app)
+    path = url.removeprefix("http://bootbrain.test")
+    resp = client.post(path, data={"ip": "10.200.0.50/24", "hostname": "node-var"})
+    assert resp.status_code == 200, resp.data
+    m = api.get(f"/machines/{mid}", expect=200).json
+    assert m["next_boot"] is None
+    assert m["state"] == "deployed"
+    assert "\nexit" in boot(client) or "sanboot" in boot(client)
+    # replay: refused, nothing changes
+    assert client.post(path, data={}).status_code == 403
+    events = api.get(f"/events?machine_id={mid}&kind=completion", expect=200).json["items"]
+    assert len(events) == 1
+    assert events[0]["data"]["consumed_action"] == "installer"
+    assert events[0]["data"]["report"]["ip"] == "10.200.0.50/24"
+
+
+def test_wrong_and_expired_tokens_are_403_and_change_nothing(
+    api: Api,
+    client: FlaskClient,
+    app: Flask,
+    db,
+    inventory: dict,  # type: ignore[no-untyped-def]
+) -> None:
+    mid = inventory["id"]
+    api.put(f"/machines/{mid}/next-boot", {"profile": "installer"}, expect=200)
+    assert client.post("/boot/not-a-token/done").status_code == 403
+    url = done_url(boot(client))
+    flush(app)
+    with db.write() as s:
+        s.execute(update(Boot).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert client.post(url.removeprefix("http://bootbrain.test")).status_code == 403
+    assert api.get(f"/machines/{mid}").json["next_boot"]["profile"] == "installer"
+
+
+def test_expired_action_is_ignored(api: Api, client: FlaskClient, db, inventory: dict) -> None:  # type: ignore[no-untyped-def]
+    api.put(f"/machines/{inventory['id']}/next-boot", {"profile": "installer"}, expect=200)
+    with db.write() as s:
+        nb = s.scalar(select(NextBoot))
+        nb.expires_at = nb.created_at - timedelta(seconds=1)
+    assert "vmlinuz" not in boot(client)
+
+
+def test_cancel_next_boot(api: Api, client: FlaskClient, inventory: dict) -> None:
+    mid = inventory["id"]
+    api.put(f"/machines/{mid}/next-boot", {"profile": "installer"}, expect=200)
+    api.delete(f"/machines/{mid}/next-boot", expect=204)
+    api.delete(f"/machines/{mid}/next-boot", expect=404)
+    assert "vmlinuz" not in boot(client)
+
+
+def test_identity_conflict_fails_closed(
+    api: Api, client: FlaskClient, app: Flask, inventory: dict
+) -> None:
+    other = api.post(
+        "/machines", {"nics": [{"mac": "52:54:00:aa:cc:99"}], "profile": "installer"}, expect=201
+    ).json
+    script = boot(client, mac="52:54:00:aa:cc:99")  # uuid says one machine, MAC another
+    assert "vmlinuz" not in script
+    flush(app)
+    events = api.get("/events?kind=conflict", expect=200).json["items"]
+    assert len(events) == 1
+    assert str(other["id"]) in events[0]["message"]
+
+
+def test_unknown_machine_gets_the_default(
+    client: FlaskClient, app: Flask, api: Api, inventory: dict
+) -> None:
+    script = boot(client, uuid="11111111-2222-3333-4444-555555555555", mac="52:54:00:00:00:09")
+    assert "vmlinuz" not in script
+    flush(app)
+    ev = api.get("/events?kind=boot", expect=200).json["items"][-1]
+    assert ev["machine_id"] is None
+    assert ev["data"]["step"] == "default"
+    assert ev["data"]["facts"]["mac"] == "52:54:00:00:00:09"
+
+
+def test_rule_by_platform_picks_the_arch_specific_profile(api: Api, client: FlaskClient) -> None:
+    api.post(
+        "/profiles", {"name": "bios-k", "kind": "linux", "kernel": "http://x/bios"}, expect=201
+    )
+    api.post("/profiles", {"name": "efi-k", "kind": "linux", "kernel": "http://x/efi"}, expect=201)
+    api.post("/rules", {"name": "bios", "platform": "pcbios", "profile": "bios-k"}, expect=201)
+    api.post(
+        "/rules",
+        {"name": "efi", "platform": "efi", "buildarch": "x86_64", "profile": "efi-k"},
+        expect=201,
+    )
+    api.post("/machines", {"nics": [{"mac": MAC}]}, expect=201)
+    assert " http://x/bios " in boot(client, uuid="", buildarch="i386", platform="pcbios")
+    assert " http://x/efi " in boot(client, uuid="")
+
+
+def test_boot_records_event_and_last_seen(
+    api: Api, client: FlaskClient, app: Flask, inventory: dict
+) -> None:
+    boot(client, serial="SN-1", manufacturer="Lab Vendor Inc.")
+    flush(app)
+    ev = api.get(f"/events?machine_id={inventory['id']}&kind=boot", expect=200).json["items"]
+    assert ev[-1]["data"]["facts"]["serial"] == "SN-1"
+    assert ev[-1]["data"]["facts"]["manufacturer"] == "Lab Vendor Inc."
+    assert ev[-1]["data"]["step"] == "assigned"
+    assert api.get(f"/machines/{inventory['id']}").json["last_seen_at"] is not None
+
+
+def test_preview_records_nothing(api: Api, app: Flask, inventory: dict) -> None:
+    mid = inventory["id"]
+    api.put(f"/machines/{mid}/next-boot", {"profile": "installer"}, expect=200)
+    out = api.get(f"/machines/{mid}/boot-preview", expect=200).json
+    assert out["step"] == "action"
+    assert out["profile"] == "installer"
+    assert out["script"].startswith("#!ipxe\n")
+    assert "ip=10.200.0.50::10.200.0.1" in out["script"]
+    flush(app)
+    assert api.get("/events?kind=boot").json["items"] == []
+
+
+def test_database_down_still_gets_a_script(client: FlaskClient, app: Flask) -> None:
+    from bootbrain.db import Database
+
+    # Nothing listens on port 1: every query fails as a real outage does.
+    app.extensions["bootbrain.db"] = Database("postgresql+psycopg://x:y@127.0.0.1:1/none")
+    resp = client.get(ipxe_query())
+    assert resp.status_code == 200
+    text = resp.get_data(as_text=True)
+    assert text.startswith("#!ipxe\n")
+    assert "sleep" in text
+    assert "Traceback" not in text
+
+
+def test_discovery_registers_unknown_machines(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+    from bootbrain.app import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(db_url, tmp_path, discovery=True, discovery_per_minute=2))
+    client = app.test_client()
+    for i in range(4):
+        boot(client, uuid="", mac=f"52:54:00:00:01:0{i}")
+    with app.extensions["bootbrain.db"].read() as s:
+        found = list(s.scalars(select(Machine).where(Machine.state == "discovered")))
+    assert len(found) == 2  # the per-minute cap
+    app.extensions["bootbrain.events"].close()

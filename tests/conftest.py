@@ -1,0 +1,157 @@
+"""Shared fixtures. API tests run once on SQLite and once on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from bootbrain import inventory, migrate, schemas
+from bootbrain.app import create_app
+from bootbrain.config import Settings
+from bootbrain.db import Database
+from bootbrain.models import Base
+
+PG_ENV = "BOOTBRAIN_TEST_PG_URL"
+
+
+def pg_url() -> str:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"{PG_ENV} is not set: run scripts/test (it starts PostgreSQL and sets it)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_schema() -> str:
+    """The PostgreSQL test database, migrated to head once per session."""
+    url = pg_url()
+    db = Database(url)
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    db.dispose()
+    migrate.upgrade(url)
+    return url
+
+
+def _truncate(url: str) -> None:
+    db = Database(url)
+    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with db.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    db.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'inventory.db'}"
+        db = Database(url)
+        Base.metadata.create_all(db.engine)
+        db.dispose()
+        return url
+    url: str = request.getfixturevalue("pg_schema")
+    _truncate(url)
+    return url
+
+
+def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
+    return Settings.model_validate(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "database_url": db_url,
+            "secret_key": "test-secret-not-for-production",
+            "public_url": "http://bootbrain.test",
+            "event_flush_interval": 0.05,
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return make_settings(db_url, tmp_path)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings)
+    app.testing = True
+    yield app
+    app.extensions["bootbrain.events"].close()
+    app.extensions["bootbrain.db"].dispose()
+
+
+@pytest.fixture
+def db(app: Flask) -> Database:
+    return app.extensions["bootbrain.db"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def make_token(app: Flask, name: str, scope: str) -> str:
+    _, token = inventory.create_token(
+        app.extensions["bootbrain.db"],
+        app.extensions["bootbrain.secret"],
+        schemas.TokenIn(name=name, scope=scope),
+        "test",
+    )
+    return token
+
+
+class Api:
+    """The test client with a token, and the JSON bodies the API answers."""
+
+    def __init__(self, client: FlaskClient, token: str) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        expect: int | None = None,
+    ) -> Any:
+        resp = self.client.open(
+            f"/api/v1{path}", method=method, json=json, headers={**self.headers, **(headers or {})}
+        )
+        if expect is not None:
+            assert resp.status_code == expect, (resp.status_code, resp.get_data(as_text=True))
+        return resp
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.call("GET", path, **kw)
+
+    def post(self, path: str, json: Any, **kw: Any) -> Any:
+        return self.call("POST", path, json=json, **kw)
+
+    def patch(self, path: str, json: Any, **kw: Any) -> Any:
+        return self.call("PATCH", path, json=json, **kw)
+
+    def put(self, path: str, json: Any, **kw: Any) -> Any:
+        return self.call("PUT", path, json=json, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.call("DELETE", path, **kw)
+
+
+@pytest.fixture
+def api(client: FlaskClient, app: Flask) -> Api:
+    return Api(client, make_token(app, "admin", "write"))
+
+
+@pytest.fixture
+def reader(client: FlaskClient, app: Flask) -> Api:
+    return Api(client, make_token(app, "reader", "read"))
