@@ -19,8 +19,8 @@ from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from bootbrain import discovery, inventory, schemas, security
-from bootbrain.boot.decide import conflict, decide
 from bootbrain.boot import render
+from bootbrain.boot.decide import conflict, decide
 from bootbrain.boot.facts import parse_facts
 from bootbrain.boot.types import Decision, Facts, MachineView, RenderContext
 from bootbrain.config import Settings

@@ -177,6 +177,11 @@ def serve(ctx: Ctx, /, bind: str, workers: int, access_log: bool) -> None:
     """Serve under gunicorn (the production server)."""
     ctx.secret()  # refuse to start without one, before forking anything
     _first_token(ctx)
+    from bootbrain.integrations.sync import replay_spools
+
+    replayed = replay_spools(ctx.settings, ctx.db)
+    if replayed:
+        click.echo(f"recorded {replayed} lease event(s) spooled while bootbrain was down")
     from bootbrain.server import run
 
     run(bind=bind, workers=workers, access_log=access_log)

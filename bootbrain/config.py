@@ -152,6 +152,12 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
+        if self.dhcp != "none" and not self.public_url:
+            raise ValueError(
+                f"public_url: dhcp = {self.dhcp!r} needs the URL machines reach bootbrain at "
+                "(it goes into the DHCP configuration)"
+            )
+        self.public_url = self.public_url.rstrip("/")
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'bootbrain.db'}"
         if self.dnsmasq.hostsdir is None:

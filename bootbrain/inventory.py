@@ -91,8 +91,11 @@ def _by_name(s: Session, model: Any, name: str, field: str) -> Any:
     return obj
 
 
+MAX_ID = 2**31 - 1  # the id columns are 32-bit integers on every backend
+
+
 def _get(s: Session, model: type[T], key: int) -> T:
-    obj = s.get(model, key)
+    obj = s.get(model, key) if 0 < key <= MAX_ID else None
     if obj is None:
         raise NotFoundError(getattr(model, "__tablename__", "resource"), key)
     return obj

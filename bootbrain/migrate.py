@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-import importlib
-
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(str(importlib.import_module("bootbrain.migrations").__file__)).parent))
+    cfg.set_main_option(
+        "script_location",
+        str(Path(str(importlib.import_module("bootbrain.migrations").__file__)).parent),
+    )
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

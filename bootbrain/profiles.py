@@ -24,13 +24,21 @@ def view_of(fields: dict[str, Any], lookup: ProfileLookup) -> ProfileView:
             if target is None:
                 raise FieldError(f"menu.items.{i}.profile", f"no profile named {item['profile']!r}")
             items.append(MenuItem(key=item["key"], label=item["label"], profile=target))
-        menu = MenuView(items=tuple(items), default=fields["menu"].get("default"),
-                        timeout=int(fields["menu"].get("timeout", 10)))
+        menu = MenuView(
+            items=tuple(items),
+            default=fields["menu"].get("default"),
+            timeout=int(fields["menu"].get("timeout", 10)),
+        )
     return ProfileView(
-        name=fields["name"], kind=fields["kind"], kernel=fields.get("kernel"),
-        initrds=tuple(fields.get("initrds") or ()), cmdline=fields.get("cmdline"),
-        script=fields.get("script"), chain_url=fields.get("chain_url"),
-        local_method=fields.get("local_method"), menu=menu,
+        name=fields["name"],
+        kind=fields["kind"],
+        kernel=fields.get("kernel"),
+        initrds=tuple(fields.get("initrds") or ()),
+        cmdline=fields.get("cmdline"),
+        script=fields.get("script"),
+        chain_url=fields.get("chain_url"),
+        local_method=fields.get("local_method"),
+        menu=menu,
         complete_state=fields.get("complete_state"),
     )
 

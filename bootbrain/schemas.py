@@ -550,7 +550,9 @@ class PreviewOut(BaseModel):
 
 class PageQuery(_In):
     limit: int = Field(default=100, ge=1, le=1000)
-    after: int | None = Field(default=None, ge=0, description="cursor: the last id you saw")
+    after: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="cursor: the last id you saw"
+    )
 
 
 class MachineQuery(PageQuery):
@@ -564,7 +566,7 @@ class MachineQuery(PageQuery):
 
 
 class EventQuery(PageQuery):
-    machine_id: int | None = Field(default=None, ge=1)
+    machine_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z_.]{1,32}$")] | None = None
     mac: Mac | None = None
     since: datetime | None = None

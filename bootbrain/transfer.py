@@ -161,7 +161,7 @@ def import_text(
     db: Database,
     text: str,
     fmt: str,
-    check_profile: Callable[[dict[str, Any]], None],
+    check_profile: inventory.ProfileChecker,
     actor: str,
     progress: bool = False,
 ) -> dict[str, int]:
@@ -239,7 +239,7 @@ def _progress(total: int) -> _Bar:
 
 
 def import_file(
-    db: Database, path: Path, fmt: str, check_profile: Callable[[dict[str, Any]], None], actor: str
+    db: Database, path: Path, fmt: str, check_profile: inventory.ProfileChecker, actor: str
 ) -> dict[str, int]:
     import sys
 
@@ -378,6 +378,6 @@ machines:
 
 
 def load_demo(
-    db: Database, check_profile: Callable[[dict[str, Any]], None], actor: str
+    db: Database, check_profile: inventory.ProfileChecker, actor: str
 ) -> dict[str, int]:
     return import_text(db, DEMO, "yaml", check_profile, actor)

@@ -42,6 +42,11 @@ def _json(model: BaseModel, status: int = 200, headers: dict[str, Any] | None = 
     return resp
 
 
+def _body_errors(*codes: int) -> dict[str, Any]:
+    """Errors of a view with a JSON body: also 400 (not an object) and 415 (not JSON)."""
+    return _errors(400, 415, *codes)
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     return {f"HTTP_{c}": Problem for c in (401, 403, 422, *codes)}
 
@@ -68,7 +73,7 @@ class Crud:
 def crud(bp: Routes, r: Crud) -> None:
     path, item = f"/{r.plural}", f"/{r.plural}/<int:item_id>"
 
-    @spec.validate(json=r.create_in, resp=Resp(HTTP_201=r.out, **_errors(409)), tags=[r.tag])
+    @spec.validate(json=r.create_in, resp=Resp(HTTP_201=r.out, **_body_errors(409)), tags=[r.tag])
     def create() -> Response:
         obj = r.create(_db(), _body_json(), *r.extra(), actor())
         out = r.out.of(obj)
@@ -87,7 +92,7 @@ def crud(bp: Routes, r: Crud) -> None:
         return _json(out, 200, etag(out.version))
 
     @spec.validate(
-        json=r.update_in, resp=Resp(HTTP_200=r.out, **_errors(404, 409, 412)), tags=[r.tag]
+        json=r.update_in, resp=Resp(HTTP_200=r.out, **_body_errors(404, 409, 412)), tags=[r.tag]
     )
     def update(item_id: int) -> Response:
         obj = r.update(
@@ -240,7 +245,7 @@ def _routes() -> Routes:
     @bp.put("/machines/<int:item_id>/next-boot")
     @spec.validate(
         json=schemas.NextBootIn,
-        resp=Resp(HTTP_200=schemas.MachineOut, **_errors(404)),
+        resp=Resp(HTTP_200=schemas.MachineOut, **_body_errors(404)),
         tags=["machines"],
     )
     def put_next_boot(item_id: int) -> Response:
@@ -278,7 +283,7 @@ def _routes() -> Routes:
     @bp.post("/tokens")
     @spec.validate(
         json=schemas.TokenIn,
-        resp=Resp(HTTP_201=schemas.TokenCreated, **_errors(409)),
+        resp=Resp(HTTP_201=schemas.TokenCreated, **_body_errors(409)),
         tags=["tokens"],
     )
     def create_token() -> Response:
@@ -321,7 +326,9 @@ def _routes() -> Routes:
 
     @bp.post("/lease-events")
     @spec.validate(
-        json=schemas.LeaseEventIn, resp=Resp(HTTP_202=schemas.Accepted, **_errors()), tags=["dhcp"]
+        json=schemas.LeaseEventIn,
+        resp=Resp(HTTP_202=schemas.Accepted, **_body_errors()),
+        tags=["dhcp"],
     )
     def lease_event() -> Response:
         """Record a DHCP lease event from the dnsmasq or Kea hook"""

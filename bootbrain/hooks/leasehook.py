@@ -323,8 +323,10 @@ def events_from_kea(hook: str, environ: Mapping[str, str]) -> list[dict[str, Any
             log(f"kea: hook point {hook[:40]!r} not handled; ignored")
         return []
     if hook == "leases4_committed":
-        groups = [(action, "LEASES4_AT{}_", "LEASES4_SIZE"), ("del", "DELETED_LEASES4_AT{}_",
-                                                                "DELETED_LEASES4_SIZE")]
+        groups = [
+            (action, "LEASES4_AT{}_", "LEASES4_SIZE"),
+            ("del", "DELETED_LEASES4_AT{}_", "DELETED_LEASES4_SIZE"),
+        ]
         prefixes: list[tuple[str, str]] = []
         for act, pattern, size_var in groups:
             try:
@@ -377,7 +379,8 @@ def spooled(spool_dir: str | os.PathLike[str]) -> list[Path]:
     """The spooled event files, oldest first."""
     try:
         names = [
-            e.name for e in os.scandir(spool_dir)
+            e.name
+            for e in os.scandir(spool_dir)
             if e.name.endswith(".json") and not e.name.startswith(".")
         ]
     except FileNotFoundError:
@@ -621,8 +624,12 @@ def handle(events: list[dict[str, Any]], config: HookConfig) -> ReplayResult | N
         # Nowhere to keep it: one direct try, and the whole event in the log if that fails.
         left = config.budget - (time.monotonic() - start)
         try:
-            status = post_event(config.url, config.token, json.dumps(event).encode(),
-                                min(config.timeout, max(left, 0.05)))
+            status = post_event(
+                config.url,
+                config.token,
+                json.dumps(event).encode(),
+                min(config.timeout, max(left, 0.05)),
+            )
             outcome = str(status)
         except (OSError, ValueError) as exc:
             status, outcome = 0, f"{type(exc).__name__}: {exc}"
@@ -690,8 +697,9 @@ def _replay_command(args: Sequence[str], env: Mapping[str, str]) -> int:
     if config.url is None or config.token is None:
         log("no url or token configured")
         return 1
-    result = replay_spool(config.spool_dir, config.url, config.token, budget,
-                          timeout=config.timeout)
+    result = replay_spool(
+        config.spool_dir, config.url, config.token, budget, timeout=config.timeout
+    )
     print(
         f"delivered {result.delivered}, dropped {result.rejected}, "
         f"{result.remaining} left in {config.spool_dir}"

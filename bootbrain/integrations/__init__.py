@@ -59,9 +59,7 @@ def render_hook_wrapper(
             f"BOOTBRAIN_HOOK_CONFIG={shlex.quote(str(config))}",
             "export BOOTBRAIN_HOOK_CONFIG",
         ]
-    lines.append(
-        f'exec {shlex.quote(python)} -S -E {shlex.quote(str(leasehook))} {source} "$@"'
-    )
+    lines.append(f'exec {shlex.quote(python)} -S -E {shlex.quote(str(leasehook))} {source} "$@"')
     return "\n".join(lines) + "\n"
 
 
@@ -90,6 +88,5 @@ def render_hook_conf(
     return (
         "# bootbrain lease hook configuration (read on every DHCP lease event).\n"
         "# The token file must be readable by the user the DHCP server runs the hook as\n"
-        "# (root for dnsmasq, _kea for Debian's Kea), the spool directory writable.\n"
-        + body
+        "# (root for dnsmasq, _kea for Debian's Kea), the spool directory writable.\n" + body
     )

@@ -44,8 +44,14 @@ def _output(text: str, path: str | None, mode: int = 0o644) -> None:
     click.echo(f"{path}: {'written' if changed else 'unchanged'}", err=True)
 
 
-def _install_hook(settings: Settings, source: Literal["dnsmasq", "kea"], dest: str | None,
-                  python: str, hook_config: str | None, base_url: str | None) -> None:
+def _install_hook(
+    settings: Settings,
+    source: Literal["dnsmasq", "kea"],
+    dest: str | None,
+    python: str,
+    hook_config: str | None,
+    base_url: str | None,
+) -> None:
     section = settings.dnsmasq if source == "dnsmasq" else settings.kea
     target = Path(dest) if dest else section.hook_script
     if target is None:
@@ -56,14 +62,16 @@ def _install_hook(settings: Settings, source: Literal["dnsmasq", "kea"], dest: s
     _output(render_hook_wrapper(source, python=python, config=conf), str(target), 0o755)
     target.chmod(0o755)
     if hook_config:
-        text = render_hook_conf(_base_url(settings, base_url), section.hook_token_file,
-                                section.spool_dir)
+        text = render_hook_conf(
+            _base_url(settings, base_url), section.hook_token_file, section.spool_dir
+        )
         conf.parent.mkdir(parents=True, exist_ok=True)
         _output(text, str(conf), 0o640)
 
 
-def register(main: click.Group, pass_ctx: Callable[[Callable[..., Any]], Callable[..., Any]]
-             ) -> None:
+def register(
+    main: click.Group, pass_ctx: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> None:
     """Add the ``dnsmasq`` and ``kea`` command groups to ``main``."""
 
     @main.group()
@@ -75,8 +83,7 @@ def register(main: click.Group, pass_ctx: Callable[[Callable[..., Any]], Callabl
     @click.option("-o", "--output", help="write atomically to this file instead of stdout")
     @click.option("--check", is_flag=True, help="validate with `dnsmasq --test`")
     @pass_ctx
-    def dnsmasq_config(ctx: Any, /, base_url: str | None, output: str | None,
-                       check: bool) -> None:
+    def dnsmasq_config(ctx: Any, /, base_url: str | None, output: str | None, check: bool) -> None:
         """Render dnsmasq's configuration (full DHCP or proxyDHCP mode)."""
         from bootbrain.integrations import dnsmasq as dm
 
@@ -97,13 +104,16 @@ def register(main: click.Group, pass_ctx: Callable[[Callable[..., Any]], Callabl
 
         d = ctx.settings.dnsmasq
         try:
-            result = dm.sync_reservations(d.hostsdir, inventory.all_reservations(ctx.db),
-                                          d.pid_file)
+            result = dm.sync_reservations(
+                d.hostsdir, inventory.all_reservations(ctx.db), d.pid_file
+            )
         except ValueError as e:
             _fail(str(e))
             return
-        click.echo(f"written {len(result.written)}, removed {len(result.removed)}"
-                   + (", dnsmasq signalled" if result.signalled else ""))
+        click.echo(
+            f"written {len(result.written)}, removed {len(result.removed)}"
+            + (", dnsmasq signalled" if result.signalled else "")
+        )
 
     @dnsmasq.command("hook")
     @click.argument("dest", required=False)
@@ -111,8 +121,9 @@ def register(main: click.Group, pass_ctx: Callable[[Callable[..., Any]], Callabl
     @click.option("--hook-config", help="also write the hook's leasehook.conf here")
     @click.option("--base-url", help="for --hook-config (default: public_url)")
     @pass_ctx
-    def dnsmasq_hook(ctx: Any, /, dest: str | None, python: str, hook_config: str | None,
-                     base_url: str | None) -> None:
+    def dnsmasq_hook(
+        ctx: Any, /, dest: str | None, python: str, hook_config: str | None, base_url: str | None
+    ) -> None:
         """Install the dhcp-script wrapper (default: dnsmasq.hook_script)."""
         _install_hook(ctx.settings, "dnsmasq", dest, python, hook_config, base_url)
 
@@ -131,8 +142,9 @@ def register(main: click.Group, pass_ctx: Callable[[Callable[..., Any]], Callabl
         from bootbrain.integrations import kea as k
 
         try:
-            document = k.render_config(ctx.settings, _base_url(ctx.settings, base_url),
-                                       inventory.all_reservations(ctx.db))
+            document = k.render_config(
+                ctx.settings, _base_url(ctx.settings, base_url), inventory.all_reservations(ctx.db)
+            )
             if check:
                 k.validate_config(document)
         except ValueError as e:
@@ -149,13 +161,16 @@ def register(main: click.Group, pass_ctx: Callable[[Callable[..., Any]], Callabl
         from bootbrain.integrations import kea as k
 
         try:
-            result = k.sync_reservations(ctx.settings, _base_url(ctx.settings, base_url),
-                                         inventory.all_reservations(ctx.db))
+            result = k.sync_reservations(
+                ctx.settings, _base_url(ctx.settings, base_url), inventory.all_reservations(ctx.db)
+            )
         except (ValueError, k.KeaError) as e:
             _fail(str(e))
             return
-        click.echo(f"{result.method}: {'changed' if result.changed else 'unchanged'} "
-                   f"({result.seconds:.2f} s)")
+        click.echo(
+            f"{result.method}: {'changed' if result.changed else 'unchanged'} "
+            f"({result.seconds:.2f} s)"
+        )
 
     @kea.command("reload")
     @pass_ctx
@@ -174,7 +189,8 @@ def register(main: click.Group, pass_ctx: Callable[[Callable[..., Any]], Callabl
     @click.option("--hook-config", help="also write the hook's leasehook.conf here")
     @click.option("--base-url", help="for --hook-config (default: public_url)")
     @pass_ctx
-    def kea_hook(ctx: Any, /, dest: str | None, python: str, hook_config: str | None,
-                 base_url: str | None) -> None:
+    def kea_hook(
+        ctx: Any, /, dest: str | None, python: str, hook_config: str | None, base_url: str | None
+    ) -> None:
         """Install run_script's wrapper (default: kea.hook_script)."""
         _install_hook(ctx.settings, "kea", dest, python, hook_config, base_url)

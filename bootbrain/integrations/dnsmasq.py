@@ -275,7 +275,11 @@ def validate_config(text: str, dnsmasq: str = "dnsmasq") -> None:
     """Run ``dnsmasq --test`` on ``text``; DnsmasqConfigError with its message if bad."""
     proc = subprocess.run(
         [dnsmasq, "--test", "--conf-file=-"],
-        input=text, capture_output=True, text=True, timeout=30, check=False,
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     if proc.returncode != 0:
         raise DnsmasqConfigError((proc.stderr or proc.stdout).strip())

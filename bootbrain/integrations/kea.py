@@ -90,9 +90,9 @@ class SyncResult:
 # --- configuration -------------------------------------------------------------------
 
 
-def render_config(settings: Settings, base_url: str, reservations: Sequence[Reservation]) -> dict[
-    str, Any
-]:
+def render_config(
+    settings: Settings, base_url: str, reservations: Sequence[Reservation]
+) -> dict[str, Any]:
     """The complete ``{"Dhcp4": {...}}`` document for these settings and reservations."""
     k = settings.kea
     if not INTERFACE_RE.fullmatch(k.interface):
@@ -125,8 +125,13 @@ def render_config(settings: Settings, base_url: str, reservations: Sequence[Rese
         # Reservations are by MAC only, so Kea makes one host lookup per packet.
         "host-reservation-identifiers": ["hw-address"],
         "option-def": [
-            {"name": "ipxe-encap-opts", "code": 175, "space": "dhcp4", "type": "empty",
-             "encapsulate": "ipxe"},
+            {
+                "name": "ipxe-encap-opts",
+                "code": 175,
+                "space": "dhcp4",
+                "type": "empty",
+                "encapsulate": "ipxe",
+            },
             {"name": "no-pxedhcp", "code": 176, "space": "ipxe", "type": "uint8"},
         ],
         "client-classes": _client_classes(k, base_url, str(tftp_server)),
@@ -171,27 +176,31 @@ def _client_classes(k: KeaSettings, base_url: str, tftp_server: str) -> list[dic
         },
     ]
     if k.arm64_binary:
-        classes.append({
-            "name": CLASS_ARM64,
-            "test": f"{_NOT_IPXE} and option[93].hex == 0x000b",
-            "next-server": tftp_server,
-            "boot-file-name": k.arm64_binary,
-        })
-    classes.append({
-        # UEFI HTTP boot downloads an EFI binary and wants vendor class HTTPClient back.
-        "name": CLASS_HTTP,
-        "test": f"{_NOT_IPXE} and option[93].hex == 0x0010",
-        "boot-file-name": http,
-        "option-data": [
-            {"name": "vendor-class-identifier", "data": "HTTPClient", "always-send": True}
-        ],
-    })
+        classes.append(
+            {
+                "name": CLASS_ARM64,
+                "test": f"{_NOT_IPXE} and option[93].hex == 0x000b",
+                "next-server": tftp_server,
+                "boot-file-name": k.arm64_binary,
+            }
+        )
+    classes.append(
+        {
+            # UEFI HTTP boot downloads an EFI binary and wants vendor class HTTPClient back.
+            "name": CLASS_HTTP,
+            "test": f"{_NOT_IPXE} and option[93].hex == 0x0010",
+            "boot-file-name": http,
+            "option-data": [
+                {"name": "vendor-class-identifier", "data": "HTTPClient", "always-send": True}
+            ],
+        }
+    )
     return classes
 
 
-def _subnet(k: KeaSettings, subnet: IPv4Network, reservations: Sequence[Reservation]) -> dict[
-    str, Any
-]:
+def _subnet(
+    k: KeaSettings, subnet: IPv4Network, reservations: Sequence[Reservation]
+) -> dict[str, Any]:
     kept = in_subnet(
         check_reservations(reservations),
         subnet,
@@ -204,8 +213,9 @@ def _subnet(k: KeaSettings, subnet: IPv4Network, reservations: Sequence[Reservat
     if k.router is not None:
         options.append({"name": "routers", "data": str(k.router)})
     if k.dns_servers:
-        options.append({"name": "domain-name-servers",
-                        "data": ", ".join(str(a) for a in k.dns_servers)})
+        options.append(
+            {"name": "domain-name-servers", "data": ", ".join(str(a) for a in k.dns_servers)}
+        )
     if options:
         entry["option-data"] = options
     entry["reservations"] = [reservation_entry(r) for r in kept]
@@ -228,11 +238,13 @@ def _hooks(k: KeaSettings) -> list[dict[str, Any]]:
     if host_cmds:
         hooks.append({"library": str(libdir / "libdhcp_host_cmds.so")})
     if k.hook_script is not None:
-        hooks.append({
-            "library": str(libdir / "libdhcp_run_script.so"),
-            # Asynchronous: Kea never waits for the script (it spools and returns).
-            "parameters": {"name": str(k.hook_script), "sync": False},
-        })
+        hooks.append(
+            {
+                "library": str(libdir / "libdhcp_run_script.so"),
+                # Asynchronous: Kea never waits for the script (it spools and returns).
+                "parameters": {"name": str(k.hook_script), "sync": False},
+            }
+        )
     return hooks
 
 
@@ -293,8 +305,9 @@ def command(
         raise KeaError(f"kea {name}: unexpected answer {answer!r:.200}")
     result = answer.get("result")
     if check and result != 0:
-        raise KeaCommandError(name, result if isinstance(result, int) else -1,
-                              str(answer.get("text", "")))
+        raise KeaCommandError(
+            name, result if isinstance(result, int) else -1, str(answer.get("text", ""))
+        )
     return answer
 
 
@@ -318,8 +331,9 @@ def _read_answer(sock: socket.socket) -> Any:
 
 
 def list_commands(settings: Settings) -> list[str]:
-    answer = command(settings.kea.control_socket, "list-commands",
-                     timeout=settings.kea.control_timeout)
+    answer = command(
+        settings.kea.control_socket, "list-commands", timeout=settings.kea.control_timeout
+    )
     args = answer.get("arguments")
     return [str(c) for c in args] if isinstance(args, list) else []
 
@@ -390,38 +404,45 @@ def sync_reservations(
 def _apply_host_commands(settings: Settings, document: Mapping[str, Any]) -> SyncResult:
     k = settings.kea
     subnet_id = k.subnet_id
-    wanted = {
-        h["hw-address"]: h for h in document["Dhcp4"]["subnet4"][0]["reservations"]
-    }
+    wanted = {h["hw-address"]: h for h in document["Dhcp4"]["subnet4"][0]["reservations"]}
     # "primary" = the hosts from the JSON configuration, which is where ours live.
-    answer = command(k.control_socket, "reservation-get-all",
-                     {"subnet-id": subnet_id, "operation-target": "primary"},
-                     timeout=k.control_timeout)
+    answer = command(
+        k.control_socket,
+        "reservation-get-all",
+        {"subnet-id": subnet_id, "operation-target": "primary"},
+        timeout=k.control_timeout,
+    )
     hosts = (answer.get("arguments") or {}).get("hosts") or []
-    current = {
-        str(h.get("hw-address", "")).lower(): h for h in hosts if isinstance(h, dict)
-    }
+    current = {str(h.get("hw-address", "")).lower(): h for h in hosts if isinstance(h, dict)}
     result = SyncResult("host-commands", False)
     for mac, host in current.items():
         want = wanted.get(mac)
         if want is None or _differs(host, want):
-            command(k.control_socket, "reservation-del",
-                    {"subnet-id": subnet_id, "identifier-type": "hw-address",
-                     "identifier": mac, "operation-target": "primary"},
-                    timeout=k.control_timeout)
+            command(
+                k.control_socket,
+                "reservation-del",
+                {
+                    "subnet-id": subnet_id,
+                    "identifier-type": "hw-address",
+                    "identifier": mac,
+                    "operation-target": "primary",
+                },
+                timeout=k.control_timeout,
+            )
             result.deleted.append(mac)
     for mac, want in wanted.items():
         if mac not in current or mac in result.deleted:
-            command(k.control_socket, "reservation-add",
-                    {"reservation": {**want, "subnet-id": subnet_id},
-                     "operation-target": "primary"},
-                    timeout=k.control_timeout)
+            command(
+                k.control_socket,
+                "reservation-add",
+                {"reservation": {**want, "subnet-id": subnet_id}, "operation-target": "primary"},
+                timeout=k.control_timeout,
+            )
             result.added.append(mac)
     return result
 
 
 def _differs(host: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
-    return (
-        host.get("ip-address") != want.get("ip-address")
-        or (host.get("hostname") or None) != want.get("hostname")
-    )
+    return host.get("ip-address") != want.get("ip-address") or (
+        host.get("hostname") or None
+    ) != want.get("hostname")

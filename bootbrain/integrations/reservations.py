@@ -101,7 +101,10 @@ def in_subnet(
         if not usable or ip in excluded:
             log.warning(
                 "reservation for machine %s (%s -> %s) is not usable in %s; left out",
-                r.machine_id, r.mac, r.ip, subnet,
+                r.machine_id,
+                r.mac,
+                r.ip,
+                subnet,
             )
             continue
         kept.append(r)

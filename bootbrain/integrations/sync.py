@@ -31,7 +31,7 @@ def listener(settings: Settings, db: Database):  # type: ignore[no-untyped-def]
                 if reservation is None:
                     dnsmasq.remove_reservation(hostsdir, machine_id, settings.dnsmasq.pid_file)
                 else:
-                    dnsmasq.write_reservation(hostsdir, reservation)
+                    dnsmasq.write_reservation(hostsdir, reservation, settings.dnsmasq.pid_file)
             elif settings.dhcp == "kea":
                 from bootbrain.integrations import kea
 
@@ -42,6 +42,28 @@ def listener(settings: Settings, db: Database):  # type: ignore[no-untyped-def]
             )
 
     return on_change
+
+
+def replay_spools(settings: Settings, db: Database) -> int:
+    """Record lease events the hooks spooled while bootbrain was down; at start-up."""
+    from pydantic import ValidationError
+
+    from bootbrain import leases, schemas
+    from bootbrain.hooks.leasehook import drain_spool
+
+    def deliver(event: dict[str, object], raw: bytes) -> str:
+        try:
+            leases.record(db, settings, schemas.LeaseEventIn.model_validate(event))
+        except ValidationError:
+            log.warning("spooled lease event rejected: %s", raw[:200])
+            return "reject"
+        return "ok"
+
+    delivered = 0
+    for spool in dict.fromkeys((settings.dnsmasq.spool_dir, settings.kea.spool_dir)):
+        if spool is not None:
+            delivered += drain_spool(spool, deliver, budget=60).delivered
+    return delivered
 
 
 def init_app(app: Flask, settings: Settings, db: Database) -> None:

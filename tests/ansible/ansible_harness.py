@@ -191,13 +191,12 @@ class Target:
     def create(cls, pristine: Path) -> Target:
         work = Path(tempfile.mkdtemp(prefix="bootbrain-ansible-", dir="/var/tmp"))
         root = work / "root"
-        subprocess.run(["cp", "-a", "--reflink=auto", str(pristine), str(root)], check=True)
         target = cls(work=work, root=root)
         try:
+            target._layer_over(pristine)
             policy = root / "usr/sbin/policy-rc.d"
             policy.write_text(POLICY_RC_D)
             policy.chmod(0o755)
-            target._seed_apt_archives()
             subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
             subprocess.run(
                 ["mount", "-t", "sysfs", "-o", "ro", "sysfs", str(root / "sys")], check=True
@@ -207,8 +206,29 @@ class Target:
             raise
         return target
 
-    def _seed_apt_archives(self) -> None:
-        dest = self.root / "var/cache/apt/archives"
+    def _layer_over(self, pristine: Path) -> None:
+        """This run's writable tree: an overlay on the cached one (instant, and the
+        cache stays untouched), or a full copy where overlayfs is not available."""
+        upper, scratch = self.work / "upper", self.work / "overlay-work"
+        upper.mkdir()
+        scratch.mkdir()
+        self.root.mkdir()
+        # Seeded in the upper layer before mounting, so the .debs can be hard links.
+        self._seed_apt_archives(upper)
+        options = f"lowerdir={pristine},upperdir={upper},workdir={scratch}"
+        mounted = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)],
+            capture_output=True,
+        )
+        if mounted.returncode != 0:
+            self.root.rmdir()
+            subprocess.run(
+                ["cp", "-a", "--reflink=auto", str(pristine), str(self.root)], check=True
+            )
+            self._seed_apt_archives(self.root)
+
+    def _seed_apt_archives(self, tree: Path) -> None:
+        dest = tree / "var/cache/apt/archives"
         dest.mkdir(parents=True, exist_ok=True)
         for deb in APT_ARCHIVES.glob("*.deb") if APT_ARCHIVES.is_dir() else []:
             with contextlib.suppress(FileExistsError):

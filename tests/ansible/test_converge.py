@@ -290,3 +290,40 @@ def test_bad_input_stops_before_any_change(
     assert recap.get("changed", 0) == 0 and recap.get("failed") == 1, run.tail()
     if variable == "bootbrain_database_url":
         assert "S3cr3t-pw-7x" not in run.output, "the database password leaked into the output"
+
+
+def test_switch_to_kea(
+    scenario: Scenario, second_converge: harness.PlaybookRun, timings: list[tuple[str, float]]
+) -> None:
+    """Last: the same host converged again with Kea (+ tftpd-hpa) instead of dnsmasq."""
+    run = scenario.converge(
+        extra={
+            "bootbrain_dhcp_server": "kea",
+            "bootbrain_kea_subnet": "127.0.0.0/8",
+            "bootbrain_kea_pool_start": "127.0.0.100",
+            "bootbrain_kea_pool_end": "127.0.0.199",
+        }
+    )
+    timings.append(("converge switching dnsmasq to Kea", run.seconds))
+    (scenario.target.work / "converge-kea.log").write_text(run.output)
+    scenario.target.harvest_apt_archives()
+    assert run.returncode == 0, run.tail(80)
+    tgt = scenario.target
+    check = tgt.run(["/usr/sbin/kea-dhcp4", "-t", "/etc/kea/kea-dhcp4.conf"])
+    assert check.returncode == 0, check.stdout + check.stderr
+    config = json.loads(tgt.path("/etc/kea/kea-dhcp4.conf").read_text())
+    assert config["Dhcp4"]["interfaces-config"]["interfaces"] == ["lo"], config
+    st = tgt.path("/etc/kea/kea-dhcp4.conf").stat()
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert st.st_uid == tgt._ids("bootbrain", None)[0]
+    tftpd = tgt.path("/etc/default/tftpd-hpa").read_text()
+    assert 'TFTP_DIRECTORY="/srv/bootbrain/tftp"' in tftpd, tftpd
+    kea_gid = int(
+        next(
+            line.split(":")[2]
+            for line in tgt.path("/etc/group").read_text().splitlines()
+            if line.startswith("_kea:")
+        )
+    )
+    for path in ("/etc/bootbrain/leasehook-token", "/etc/bootbrain/leasehook.conf"):
+        assert tgt.path(path).stat().st_gid == kea_gid, f"Kea's hook user cannot read {path}"

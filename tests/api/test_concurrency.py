@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import requests
 
-
 pytestmark = pytest.mark.slow
 
 CLIENTS = 50

@@ -64,3 +64,49 @@ def test_bad_lease_events_are_422(api: Api) -> None:
         resp = api.post("/lease-events", bad, expect=422)
         assert field in [e["field"] for e in resp.json["errors"]]
     assert api.get("/events?kind=lease").json["items"] == []
+
+
+def test_events_spooled_while_bootbrain_is_down_are_recorded_at_start_up(
+    api: Api,
+    app,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The real hook, run as dnsmasq runs it, against a port nobody listens on."""
+    import socket
+    import subprocess
+    import sys
+
+    from bootbrain.hooks import leasehook
+    from bootbrain.integrations.sync import replay_spools
+
+    settings = app.config["BOOTBRAIN"]
+    m = api.post("/machines", {"nics": [{"mac": "52:54:00:aa:cc:07"}]}, expect=201).json
+    with socket.socket() as s:  # a port that refuses connections: bootbrain is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "BOOTBRAIN_HOOK_URL": f"http://127.0.0.1:{port}",
+        "BOOTBRAIN_HOOK_TOKEN": "bbt_x_y",
+        "BOOTBRAIN_HOOK_SPOOL_DIR": str(settings.dnsmasq.spool_dir),
+        "BOOTBRAIN_HOOK_CONFIG": str(tmp_path / "absent.conf"),
+        "DNSMASQ_USER_CLASS0": "iPXE",
+        "DNSMASQ_VENDOR_CLASS": "PXEClient:Arch:00007:UNDI:003016",
+    }
+    for action, ip in (("add", "10.0.0.7"), ("old", "10.0.0.7"), ("del", "10.0.0.7")):
+        done = subprocess.run(
+            [sys.executable, leasehook.__file__, action, "52:54:00:aa:cc:07", ip, "n7"],
+            env=env,
+            timeout=10,
+            capture_output=True,
+        )
+        assert done.returncode == 0
+    assert len(leasehook.spooled(settings.dnsmasq.spool_dir)) == 3
+    assert api.get("/events?kind=lease").json["items"] == []
+
+    assert replay_spools(settings, app.extensions["bootbrain.db"]) == 3
+    events = api.get("/events?kind=lease", expect=200).json["items"]
+    assert [e["data"]["action"] for e in events] == ["add", "old", "del"]
+    assert {e["machine_id"] for e in events} == {m["id"]}
+    assert events[0]["data"]["arch"] == 7
+    assert leasehook.spooled(settings.dnsmasq.spool_dir) == []
+    assert replay_spools(settings, app.extensions["bootbrain.db"]) == 0

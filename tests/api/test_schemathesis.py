@@ -38,8 +38,9 @@ def st_app(tmp_path: Path) -> Iterator[tuple[Flask, str]]:
 @pytest.fixture
 def st_schema(st_app: tuple[Flask, str]):  # type: ignore[no-untyped-def]
     app, token = st_app
-    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app,
-                                            headers={"Authorization": f"Bearer {token}"})
+    schema = schemathesis.openapi.from_wsgi(
+        "/api/v1/openapi.json", app, headers={"Authorization": f"Bearer {token}"}
+    )
     schema.config.headers = {"Authorization": f"Bearer {token}"}
     return schema
 
@@ -48,13 +49,21 @@ schema = schemathesis.pytest.from_fixture("st_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+    ],
+)
 def test_api_conforms(case, st_app) -> None:  # type: ignore[no-untyped-def]
     _, token = st_app
     response = case.call(headers={"Authorization": f"Bearer {token}"})
     assert response.status_code < 500, (case.method, case.path, response.text)
-    case.validate_response(response, checks=[response_schema_conformance,
-                                             content_type_conformance,
-                                             status_code_conformance])
+    case.validate_response(
+        response,
+        checks=[response_schema_conformance, content_type_conformance, status_code_conformance],
+    )

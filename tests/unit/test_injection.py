@@ -59,7 +59,12 @@ from bootbrain.identity import (
     canonical_hostname,
 )
 
-PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: 200 examples keep the suite fast; BOOTBRAIN_HYPOTHESIS_EXAMPLES=5000 for a deeper run.
+PROPERTY = settings(
+    max_examples=int(os.environ.get("BOOTBRAIN_HYPOTHESIS_EXAMPLES", "200")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 NASTY = [
     "\n", "\r", "\r\n", "\\", "\\\n", ":", ":x ", "#", " #", "||", " || ", "&&", " && ",
