@@ -160,6 +160,7 @@ def start_nginx(tmp: Path, body_size: int) -> tuple[subprocess.Popen[bytes], int
     port = free_port()
     root = tmp / "www"
     root.mkdir()
+    tmp.chmod(0o755)  # nginx workers run as an unprivileged user
     (root / "static.ipxe").write_bytes(b"#" * body_size)
     conf = tmp / "nginx.conf"
     conf.write_text(f"""

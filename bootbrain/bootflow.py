@@ -18,7 +18,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from bootbrain import discovery, inventory, schemas, security
+from bootbrain import discovery, inventory, lookup, schemas, security
 from bootbrain.boot import render
 from bootbrain.boot.decide import conflict, decide
 from bootbrain.boot.facts import parse_facts
@@ -71,14 +71,10 @@ def _context(
 def decide_for(
     db: Database, settings: Settings, facts: Facts, *, register: bool
 ) -> tuple[Decision, MachineView | None]:
-    with db.read() as s:
-        found = inventory.lookup_for_boot(s, facts, settings.default_profile)
+    with db.quick_read() as conn:
+        found = lookup.lookup_for_boot(conn, facts, settings.default_profile)
     if found.conflict:
-        ids = ", ".join(str(i) for i in found.conflict)
-        return conflict(
-            f"the identity sent matches several machines ({ids}); booting from disk",
-            found.conflict,
-        ), None
+        return conflict("the identity sent names more than one machine", found.conflict), None
     machine = found.machine
     if machine is None and register and settings.discovery:
         machine = discovery.register_from_boot(db, settings, facts)

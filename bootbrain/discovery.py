@@ -13,7 +13,7 @@ import time
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bootbrain import identity, inventory
+from bootbrain import identity, lookup
 from bootbrain.boot.types import Facts, MachineView
 from bootbrain.config import Settings
 from bootbrain.db import Database
@@ -125,6 +125,5 @@ def register_from_boot(db: Database, settings: Settings, facts: Facts) -> Machin
     )
     if machine_id is None:
         return None
-    with db.read() as s:
-        m = s.get(Machine, machine_id)
-        return inventory.machine_view(s, m) if m else None
+    with db.quick_read() as conn:
+        return lookup.load_machine(conn, machine_id)

@@ -32,7 +32,8 @@ class _Server(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # older gunicorns lack some (control_socket_*)
+                self.cfg.set(key, value)
 
     def load(self) -> Any:
         from bootbrain.app import create_app
@@ -52,6 +53,9 @@ def run(bind: str, workers: int, access_log: bool = True) -> None:
         "keepalive": 5,
         "post_fork": _post_fork,
         "worker_exit": _worker_exit,
+        # gunicorn's control socket lives at one path per user: two brains on a host
+        # would share it. Nothing of ours uses it.
+        "control_socket_disable": True,
     }
     if access_log:
         options["accesslog"] = "-"
