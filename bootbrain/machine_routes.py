@@ -4,10 +4,13 @@ Content-Length — never HTML, JSON or a traceback, whatever goes wrong.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import re
+from collections.abc import Callable
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request, send_from_directory
 from sqlalchemy import text
 
 from bootbrain import bootflow, inventory
@@ -90,6 +93,79 @@ def done(token: str) -> Response:
     return Response(f"ok {boot.id}\n", status=200, mimetype="text/plain")
 
 
+@bp.get("/tftp/<name>")
+def tftp_over_http(name: str) -> Response:
+    """The TFTP root's iPXE binaries over HTTP, for UEFI HTTP-boot clients (nginx may
+    serve the same path in front of bootbrain)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        return Response("not found\n", status=404, mimetype="text/plain")
+    return send_from_directory(_settings().dnsmasq.tftp_root, name, mimetype="application/efi")
+
+
+NOCLOUD_MIMETYPE = "text/plain"
+
+
+def _document_response(body: bytes, mimetype: str, status: int = 200) -> Response:
+    resp = Response(body, status=status, mimetype=mimetype)
+    resp.headers["Content-Length"] = str(len(body))
+    resp.headers["Cache-Control"] = "no-store"  # secrets: no proxy or client cache
+    return resp
+
+
+def _serve_document(token: str, document: str) -> Response:
+    from bootbrain import metadata
+
+    as_json = document == metadata.JSON_DOCUMENT
+    try:
+        body = metadata.serve(
+            _db(),
+            _settings(),
+            current_app.extensions["bootbrain.events"],
+            current_app.extensions["bootbrain.refusals"],
+            token,
+            document,
+            _base_url(),
+            request.remote_addr,
+        )
+    except ForbiddenError:
+        # One answer for unknown, expired and revoked tokens; the event says which.
+        message = "this boot token is not valid (unknown, expired or its boot completed)"
+        if as_json:
+            payload = {"title": "Forbidden", "status": 403, "detail": message}
+            return _document_response(json.dumps(payload).encode(), "application/json", 403)
+        return _document_response(f"forbidden: {message}\n".encode(), NOCLOUD_MIMETYPE, 403)
+    except metadata.DocumentRenderError as e:
+        log.error("%s", e.__cause__ or e)
+        message = f"{document} failed to render on the server"
+        if as_json:
+            payload = {"title": "Internal server error", "status": 500, "detail": message}
+            return _document_response(json.dumps(payload).encode(), "application/json", 500)
+        return _document_response(f"error: {message}\n".encode(), NOCLOUD_MIMETYPE, 500)
+    if isinstance(body, dict):
+        return _document_response(json.dumps(body, indent=2).encode(), "application/json")
+    return _document_response(body.encode(), NOCLOUD_MIMETYPE)
+
+
+def _nocloud_view(document: str) -> Callable[[str], Response]:
+    def view(token: str) -> Response:
+        return _serve_document(token[:256], document)
+
+    view.__doc__ = f"cloud-init NoCloud {document} for the holder of a per-boot token."
+    return view
+
+
+for _name in ("meta-data", "user-data", "vendor-data", "network-config"):
+    bp.add_url_rule(
+        f"/boot/<token>/{_name}", f"nocloud_{_name.replace('-', '_')}", _nocloud_view(_name)
+    )
+
+
+@bp.get("/boot/<token>/metadata.json")
+def metadata_json(token: str) -> Response:
+    """The booted OS's metadata as JSON, for the holder of a per-boot token."""
+    return _serve_document(token[:256], "metadata.json")
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     """Liveness and database reachability, for load balancers and the Ansible verify."""
@@ -132,4 +208,7 @@ def error_script() -> Response:
 
 
 def init_app(app: Flask) -> None:
+    from bootbrain.metadata import RefusalBudget
+
+    app.extensions["bootbrain.refusals"] = RefusalBudget()
     app.register_blueprint(bp)

@@ -70,6 +70,7 @@ def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
             "secret_key": "test-secret-not-for-production",
             "public_url": "http://bootbrain.test",
             "event_flush_interval": 0.05,
+        "dnsmasq": {"tftp_root": str(tmp_path / "tftp")},
             **extra,
         }
     )

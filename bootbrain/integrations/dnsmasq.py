@@ -80,7 +80,7 @@ def boot_url(base_url: str) -> str:
 
 def http_boot_url(http_boot: str, efi_binary: str, base_url: str) -> str:
     """What UEFI HTTP boot clients download: an EFI binary (iPXE), not a script."""
-    url = http_boot or f"{base_url.rstrip('/')}/{efi_binary}"
+    url = http_boot or f"{base_url.rstrip('/')}/tftp/{efi_binary}"
     if not _BASE_URL.fullmatch(url) or len(url) > MAX_BOOTFILE_URL:
         raise DnsmasqConfigError(f"HTTP boot URL {url!r} is not a short plain http(s) URL")
     return url

@@ -261,3 +261,14 @@ def test_discovery_registers_unknown_machines(tmp_path, db_url) -> None:  # type
         found = list(s.scalars(select(Machine).where(Machine.state == "discovered")))
     assert len(found) == 2  # the per-minute cap
     app.extensions["bootbrain.events"].close()
+
+
+def test_tftp_root_is_served_over_http_for_uefi_http_boot(client: FlaskClient, app: Flask) -> None:
+    root = app.config["BOOTBRAIN"].dnsmasq.tftp_root
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "snponly.efi").write_bytes(b"MZ" + bytes(200))
+    resp = client.get("/tftp/snponly.efi")
+    assert resp.status_code == 200
+    assert resp.data == b"MZ" + bytes(200)
+    assert client.get("/tftp/..%2fsecret_key").status_code == 404
+    assert client.get("/tftp/absent.efi").status_code == 404

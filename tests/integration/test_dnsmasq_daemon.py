@@ -169,7 +169,7 @@ def test_boot_file_by_architecture_and_ipxe(daemon: Dnsmasq) -> None:
 
     # UEFI HTTP boot: an HTTP URL to the EFI binary, and vendor class HTTPClient.
     http = lab.dhcp(MAC_A, "-x", "0x5d:0010", "-V", "HTTPClient:Arch:00016:UNDI:003000")
-    assert http is not None and http["boot_file"] == f"{BASE}/snponly.efi"
+    assert http is not None and http["boot_file"] == f"{BASE}/tftp/snponly.efi"
     assert "vendor-class  48:54:54:50:43:6c:69:65:6e:74" in daemon.log_text()  # "HTTPClient"
 
     # arm64: no binary configured (Debian ships none), so no boot file at all.

@@ -137,7 +137,7 @@ def test_boot_file_by_architecture_and_ipxe(kea: Kea) -> None:
     assert ipxe["boot_file"] == f"{BASE}/boot.ipxe"
     assert ipxe["opt175"] == "b00101"  # sub-option 176 "no-pxedhcp" = 1
     http = lab.dhcp(MAC_A, "-x", "0x5d:0010")
-    assert http is not None and http["boot_file"] == f"{BASE}/snponly.efi"
+    assert http is not None and http["boot_file"] == f"{BASE}/tftp/snponly.efi"
     plain = lab.dhcp(MAC_A)  # no option 93: an ordinary DHCP client, no boot file
     assert plain is not None and not plain.get("boot_file")
 

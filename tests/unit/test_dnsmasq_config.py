@@ -62,7 +62,7 @@ FULL = [
     "dhcp-option=tag:ipxe,encap:175,176,1",
     "dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe",
     "dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi",
-    "dhcp-boot=tag:!ipxe,tag:efihttp,http://10.0.0.1:8080/snponly.efi",
+    "dhcp-boot=tag:!ipxe,tag:efihttp,http://10.0.0.1:8080/tftp/snponly.efi",
     "dhcp-option-force=tag:!ipxe,tag:efihttp,option:vendor-class,HTTPClient",
     "dhcp-boot=tag:ipxe,http://10.0.0.1:8080/boot.ipxe",
     "enable-tftp",

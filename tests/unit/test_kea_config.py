@@ -79,7 +79,7 @@ def test_document() -> None:
     assert "0x0007" in efi["test"] and "0x0009" in efi["test"]
     assert efi["boot-file-name"] == "snponly.efi"
     http = classes[kea.CLASS_HTTP]
-    assert http["boot-file-name"] == f"{BASE}/snponly.efi"
+    assert http["boot-file-name"] == f"{BASE}/tftp/snponly.efi"
     assert http["option-data"][0]["data"] == "HTTPClient"
     [subnet] = d["subnet4"]
     assert subnet["id"] == 1 and subnet["subnet"] == "10.0.0.0/24"
