@@ -10,12 +10,17 @@ packages=(
   ipxe ipxe-qemu
   # the lab: guests, firmware, initrd contents
   qemu-system-x86 ovmf busybox-static cpio
+  # the lease hook's wrapper runs /usr/bin/python3 (stdlib only; the e2e tests use it)
+  python3
   # databases, reverse proxy and load generator
   postgresql nginx-light wrk
   # network namespaces, bridges, tap devices
   iproute2 procps
   # the Ansible role's target tree
   debootstrap
+  # cloud-init's own validators for the booted OS's documents (`cloud-init schema`,
+  # `cloud-init devel net-convert`); nothing is configured on this machine, see below
+  cloud-init
 )
 
 missing=()
@@ -26,4 +31,14 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Only cloud-init's command-line tools are used. Installing it starts nothing (its
+  # postinst only try-restarts units that already run, and policy-rc.d/no systemd
+  # here stop even that), but it enables its units for the next boot: when this
+  # script is what installed it, switch it off for good with cloud-init's own marker
+  # file, which its systemd generator honours. A machine that already had cloud-init
+  # is left as it was.
+  if [[ " ${missing[*]} " == *" cloud-init "* ]]; then
+    mkdir -p /etc/cloud
+    touch /etc/cloud/cloud-init.disabled
+  fi
 fi

@@ -9,6 +9,8 @@ Fixtures:
 * ``lab_requirements`` (session) -- skips (naming what is missing) unless root,
   ``/dev/net/tun`` and every binary/firmware file are there; removes
   ``bbtest-*`` namespaces left over by crashed runs.
+* ``lab_kea_requirements`` (session) -- the same, plus ``kea-dhcp4`` and the Kea
+  hooks bootbrain's configuration loads (for the Kea tests only).
 * ``lab_boot_files`` (session) -- the cached Debian kernel + lab initrd.
 * ``lab_net`` -- a fresh :class:`lab.LabNetwork` (namespace, bridge
   ``br0`` = 10.213.0.1/24), torn down after the test.
@@ -51,6 +53,13 @@ def lab_requirements() -> None:
     if reasons:
         pytest.skip("e2e lab unavailable: " + "; ".join(reasons))
     lab.cleanup_stale()
+
+
+@pytest.fixture(scope="session")
+def lab_kea_requirements(lab_requirements: None) -> None:
+    reasons = lab.missing_kea()
+    if reasons:
+        pytest.skip("Kea unavailable for the e2e lab: " + "; ".join(reasons))
 
 
 @pytest.fixture(scope="session")

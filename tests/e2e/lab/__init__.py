@@ -31,7 +31,7 @@ from .errors import LabError
 from .httpd import Request, Response, StubHTTPServer, ipxe_script
 from .net import LabNetwork, Netns, cleanup_stale, list_namespaces, stop_process
 from .qemu import BootResult, Guest, Mode, Nic, Smbios, boot, random_mac, smbios_escape, strip_ansi
-from .requirements import missing
+from .requirements import missing, missing_kea
 
 __all__ = [
     "INITRD_NAME",
@@ -63,6 +63,7 @@ __all__ = [
     "list_namespaces",
     "minimal_pxe_config",
     "missing",
+    "missing_kea",
     "ovmf_code",
     "ovmf_vars_copy",
     "random_mac",
