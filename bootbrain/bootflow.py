@@ -54,7 +54,7 @@ def _tokens_for(decision: Decision) -> bool:
     return p is not None and p.kind != "local"
 
 
-def _context(
+def render_context(
     settings: Settings, base_url: str, token: str | None, boot_id: str | None
 ) -> RenderContext:
     assets = settings.assets_url or f"{base_url}/assets"
@@ -105,7 +105,7 @@ def answer_ipxe(
 
     token = security.new_boot_token() if _tokens_for(decision) else None
     boot_id = security.new_boot_id() if token else None
-    ctx = _context(settings, base_url, token, boot_id)
+    ctx = render_context(settings, base_url, token, boot_id)
     try:
         script = render.render_decision(decision, machine, ctx)
     except Exception:
@@ -178,7 +178,7 @@ def _facts_record(facts: Facts) -> dict[str, Any]:
 
 def _preview_context(settings: Settings, base_url: str, decision: Decision) -> RenderContext:
     placeholder = "PREVIEW-TOKEN" if _tokens_for(decision) else None
-    return _context(settings, base_url, placeholder, "preview" if placeholder else None)
+    return render_context(settings, base_url, placeholder, "preview" if placeholder else None)
 
 
 def preview(db: Database, settings: Settings, facts: Facts, base_url: str) -> schemas.PreviewOut:

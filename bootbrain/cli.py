@@ -290,7 +290,11 @@ def machine_add(ctx: Ctx, /, as_json: bool, **opts: Any) -> None:
     """Add a machine."""
     data = _run(lambda: schemas.MachineCreate.model_validate(_machine_fields(**opts)))
     m = _run(lambda: inventory.create_machine(ctx.db, data, ACTOR))
-    _emit(schemas.MachineOut.of(inventory.get_machine(ctx.db, m.id)), as_json, MACHINE_COLUMNS)
+    _emit(
+        schemas.MachineOut.of(inventory.get_machine(ctx.db, m.id), reveal=True),
+        as_json,
+        MACHINE_COLUMNS,
+    )
 
 
 @machine.command("edit")
@@ -303,7 +307,9 @@ def machine_edit(ctx: Ctx, /, machine_id: int, as_json: bool, **opts: Any) -> No
     data = _run(lambda: schemas.MachineUpdate.model_validate(_machine_fields(**opts)))
     _run(lambda: inventory.update_machine(ctx.db, machine_id, data, None, ACTOR))
     _emit(
-        schemas.MachineOut.of(inventory.get_machine(ctx.db, machine_id)), as_json, MACHINE_COLUMNS
+        schemas.MachineOut.of(inventory.get_machine(ctx.db, machine_id), reveal=True),
+        as_json,
+        MACHINE_COLUMNS,
     )
 
 
@@ -334,7 +340,7 @@ def machine_list(ctx: Ctx, /, as_json: bool, **filters: Any) -> None:
 def machine_show(ctx: Ctx, /, machine_id: int) -> None:
     """Show one machine (JSON)."""
     m = _run(lambda: inventory.get_machine(ctx.db, machine_id))
-    _emit(schemas.MachineOut.of(m), True)
+    _emit(schemas.MachineOut.of(m, reveal=True), True)
 
 
 @machine.command("delete")
@@ -386,6 +392,53 @@ def machine_next_boot(
     )
 
 
+@machine.command("config")
+@click.argument("machine_id", type=int)
+@click.option("--profile", help="render with this profile (default: what it boots now)")
+@click.option(
+    "--document",
+    type=click.Choice(["meta-data", "user-data", "vendor-data", "network-config", "metadata.json"]),
+    help="print only this document, as the booted OS would get it",
+)
+@click.option("--base-url", default=None, help="default: public_url, else http://bootbrain")
+@pass_ctx
+def machine_config(
+    ctx: Ctx, /, machine_id: int, profile: str | None, document: str | None, base_url: str | None
+) -> None:
+    """Print the documents the booted OS would be served now (meta-data, user-data,
+    vendor-data, network-config, metadata.json); records nothing. The token in URLs is
+    a placeholder."""
+    from bootbrain import metadata
+
+    out = _run(
+        lambda: metadata.preview(
+            ctx.db,
+            ctx.settings,
+            machine_id,
+            profile,
+            (base_url or ctx.settings.public_url or "http://bootbrain").rstrip("/"),
+            reveal=True,
+        )
+    )
+    texts = {
+        "meta-data": out.meta_data,
+        "user-data": out.user_data or "",
+        "vendor-data": out.vendor_data or "",
+        "network-config": out.network_config,
+        "metadata.json": json.dumps(out.metadata, indent=2) + "\n",
+    }
+    click.echo(
+        f"# machine {machine_id}: step {out.step}, profile {out.profile or '(none)'}", err=True
+    )
+    click.echo(f"# {out.reason}", err=True)
+    if document:
+        click.echo(texts[document], nl=False)
+        return
+    for name, text in texts.items():
+        click.echo(f"# ---------- {name} ----------")
+        click.echo(text, nl=not text.endswith("\n") if text else True)
+
+
 # --- profiles, networks, rules ---------------------------------------------------------
 
 
@@ -412,7 +465,11 @@ def _resource_group(
     columns: list[str],
     fns: dict[str, Callable[..., Any]],
     extra: tuple[Any, ...] = (),
+    reveal: dict[str, Any] | None = None,
 ) -> click.Group:
+    # Listings withhold secret fields; one item on this host's CLI shows them.
+    shown = reveal or {}
+
     @click.group(name=name, help=f"{plural.capitalize()}.")
     def group() -> None:
         pass
@@ -425,7 +482,7 @@ def _resource_group(
         doc = _load_doc(path, _pairs(sets))
         data = _run(lambda: model_in.model_validate(doc))
         obj = _run(lambda: fns["create"](ctx.db, data, *extra, ACTOR))
-        _emit(out.of(fns["get"](ctx.db, obj.id)), False, columns)
+        _emit(out.of(fns["get"](ctx.db, obj.id), **shown), False, columns)
 
     @group.command("edit")
     @click.argument("item_id", type=int)
@@ -436,7 +493,7 @@ def _resource_group(
         doc = _load_doc(path, _pairs(sets))
         data = _run(lambda: model_update.model_validate(doc))
         _run(lambda: fns["update"](ctx.db, item_id, data, *extra, None, ACTOR))
-        _emit(out.of(fns["get"](ctx.db, item_id)), False, columns)
+        _emit(out.of(fns["get"](ctx.db, item_id), **shown), False, columns)
 
     @group.command("list")
     @click.option("--json", "as_json", is_flag=True)
@@ -449,7 +506,7 @@ def _resource_group(
     @click.argument("item_id", type=int)
     @pass_ctx
     def show(ctx: Ctx, /, item_id: int) -> None:
-        _emit(out.of(_run(lambda: fns["get"](ctx.db, item_id))), True)
+        _emit(out.of(_run(lambda: fns["get"](ctx.db, item_id)), **shown), True)
 
     @group.command("delete")
     @click.argument("item_id", type=int)
@@ -506,6 +563,7 @@ main.add_command(
             "delete": inventory.delete_profile,
         },
         _profile_check(),
+        reveal={"reveal": True},
     )
 )
 main.add_command(

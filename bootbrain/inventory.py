@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from bootbrain import identity, schemas, security
+from bootbrain import identity, lookup, schemas, security
+from bootbrain.boot import documents
 from bootbrain.boot import types as bt
 from bootbrain.db import Database
 from bootbrain.errors import (
@@ -225,6 +226,54 @@ def _apply_machine(s: Session, m: Machine, fields: dict[str, Any]) -> None:
             nic.name, nic.boot = n.get("name"), bool(n.get("boot"))
             new.append(nic)
         m.nics = new
+    _apply_os_config(m, fields)
+    affects_documents = {"user_data", "vendor_data", "metadata", "ssh_keys", "tags", "profile"}
+    if fields.keys() & affects_documents:
+        # The templates this machine's OS gets with its assigned profile, rendered once.
+        context = os_config_of(m.profile) if m.profile else bt.OsConfig()
+        _check_documents(os_config_of(m), context)
+
+
+def _apply_os_config(obj: Machine | Profile, fields: dict[str, Any]) -> None:
+    """The booted OS's configuration: API names onto columns (``metadata`` is ``meta``)."""
+    if "ssh_keys" in fields:
+        obj.ssh_keys = list(fields["ssh_keys"] or [])
+    if "metadata" in fields:
+        obj.meta = dict(fields["metadata"] or {})
+    for name in ("user_data", "vendor_data"):
+        if name in fields:
+            setattr(obj, name, fields[name])
+    if isinstance(obj, Profile) and "tags" in fields:
+        obj.tags = list(dict.fromkeys(fields["tags"] or []))
+
+
+def _check_documents(config: bt.OsConfig, context: bt.OsConfig | None) -> None:
+    try:
+        documents.validate_config(config, context)
+    except documents.DocumentError as e:
+        raise FieldError(e.field, e.message, e.line) from None
+
+
+def os_config_of(obj: Machine | Profile) -> bt.OsConfig:
+    return bt.OsConfig(
+        ssh_keys=tuple(obj.ssh_keys),
+        tags=tuple(obj.tag_names if isinstance(obj, Machine) else obj.tags),
+        metadata=dict(obj.meta),
+        user_data=obj.user_data,
+        vendor_data=obj.vendor_data,
+    )
+
+
+def os_nic(m: Machine) -> tuple[str, str | None]:
+    """(interface, MAC) the booted OS configures: the assignment's interface name
+    (default eth0) on the NIC of that name, else the boot NIC, else the first NIC."""
+    name = m.interface or "eth0"
+    nic = (
+        next((n for n in m.nics if n.name == name), None)
+        or next((n for n in m.nics if n.boot), None)
+        or (m.nics[0] if m.nics else None)
+    )
+    return name, nic.mac if nic else None
 
 
 def add_machine(s: Session, data: schemas.MachineCreate, actor: str) -> Machine:
@@ -477,11 +526,15 @@ def _profile_lookup(s: Session) -> Callable[[str], bt.ProfileView | None]:
     return lookup
 
 
+_OS_CONFIG_FIELDS = ("tags", "ssh_keys", "metadata", "user_data", "vendor_data")
+
+
 def add_profile(s: Session, data: schemas.ProfileIn, check: ProfileChecker, actor: str) -> Profile:
     fields = data.model_dump()
     check(fields, _profile_lookup(s))
     _name_free(s, Profile, data.name)
-    p = Profile(**fields)
+    p = Profile(**{k: v for k, v in fields.items() if k not in _OS_CONFIG_FIELDS})
+    _apply_os_config(p, fields)
     s.add(p)
     _flush(s, _named_conflict("profile", data.name))
     _event(s, "change", f"profile {p.name} created by {actor}", actor=actor)
@@ -532,10 +585,19 @@ def update_profile(
     with db.write() as s:
         p = _get(s, Profile, profile_id)
         _check_version("profile", p.version, if_match)
-        merged = {c: getattr(p, c) for c in _PROFILE_COLUMNS} | changes
-        check(merged, _profile_lookup(s))
+        current = {c: getattr(p, c) for c in _PROFILE_COLUMNS}
+        current.update(
+            tags=p.tags,
+            ssh_keys=p.ssh_keys,
+            metadata=p.meta,
+            user_data=p.user_data,
+            vendor_data=p.vendor_data,
+        )
+        check(current | changes, _profile_lookup(s))
         for k, v in changes.items():
-            setattr(p, k, v)
+            if k not in _OS_CONFIG_FIELDS:
+                setattr(p, k, v)
+        _apply_os_config(p, changes)
         _flush(s, _named_conflict("profile", p.name))
         _event(
             s, "change", f"profile {p.name} changed by {actor}", actor=actor, fields=sorted(changes)
@@ -880,6 +942,79 @@ def _candidate_rules(facts: bt.Facts, machine: bt.MachineView | None) -> Select[
 def get_boot_by_token(db: Database, secret: bytes, token: str) -> Boot | None:
     with db.read() as s:
         return s.scalar(select(Boot).where(Boot.token_hash == security.token_hash(secret, token)))
+
+
+class BootTokenError(ForbiddenError):
+    """A per-boot token that opens nothing; ``reason`` is for the event log only."""
+
+    def __init__(
+        self, reason: str, boot_id: str | None = None, machine_id: int | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.boot_id = boot_id
+        self.machine_id = machine_id
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    boot_id: str
+    machine_id: int | None
+    expires_at: datetime
+    source: bt.ConfigSource
+
+
+def config_source(
+    s: Session, m: Machine | None, profile: Profile | None, profile_name: str | None
+) -> bt.ConfigSource:
+    interface, mac = os_nic(m) if m is not None else ("eth0", None)
+    # The view /ipxe renders from (lookup.load_machine), so IPXE_BOOT_LINUX_IP_CONFIG
+    # and network-config come from the same StaticNet through render.static_values.
+    return bt.ConfigSource(
+        machine=lookup.load_machine(s.connection(), m.id) if m is not None else None,
+        machine_config=os_config_of(m) if m is not None else None,
+        profile_name=profile_name,
+        profile_config=os_config_of(profile) if profile is not None else None,
+        interface=interface,
+        mac=mac,
+    )
+
+
+def boot_config_for_token(db: Database, secret: bytes, token: str, now: datetime) -> BootConfig:
+    """What the booted OS's documents are built from, found by the token's HMAC alone
+    (never by a MAC or UUID the request claims). Raises :class:`BootTokenError` for an
+    unknown, expired or completed (revoked) boot."""
+    th = security.token_hash(secret, token)
+    with db.read() as s:
+        boot = s.scalar(select(Boot).where(Boot.token_hash == th))
+        if boot is None:
+            raise BootTokenError("unknown boot token")
+        if boot.completed_at is not None:
+            raise BootTokenError(
+                "the boot has completed: its token is revoked", boot.id, boot.machine_id
+            )
+        if boot.expires_at <= now:
+            raise BootTokenError("boot token expired", boot.id, boot.machine_id)
+        m = s.get(Machine, boot.machine_id) if boot.machine_id is not None else None
+        profile = None
+        if boot.profile_name is not None:
+            profile = s.scalar(select(Profile).where(Profile.name == boot.profile_name))
+        return BootConfig(
+            boot.id,
+            boot.machine_id,
+            boot.expires_at,
+            config_source(s, m, profile, boot.profile_name),
+        )
+
+
+def preview_config_source(
+    db: Database, machine_id: int, profile_name: str | None
+) -> bt.ConfigSource:
+    """The documents' input for a machine booting ``profile_name`` (None: no profile)."""
+    with db.read() as s:
+        m = _get(s, Machine, machine_id)
+        profile = _by_name(s, Profile, profile_name, "profile") if profile_name else None
+        return config_source(s, m, profile, profile_name)
 
 
 def complete_boot(

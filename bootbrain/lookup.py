@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Select,
     bindparam,
     func,
     literal,
@@ -60,10 +59,10 @@ _KEYS = ("uuid", "mac", "serial", "board_serial")
 
 
 @functools.cache
-def _identity_query(present: tuple[str, ...]) -> Select[Any]:
+def _identity_query(present: tuple[str, ...]) -> Any:
     """One statement per combination of keys sent, built once: SQLAlchemy's compiled
     cache then skips even the cache-key computation on the hot path."""
-    branches: list[Select[Any]] = []
+    branches: list[Any] = []
     if "uuid" in present:
         branches.append(
             select(literal("uuid").label("key"), Machine.id.label("id")).where(
@@ -86,7 +85,7 @@ def _identity_query(present: tuple[str, ...]) -> Select[Any]:
                 .subquery()
             )
             branches.append(select(literal(key).label("key"), hits.c.id.label("id")))
-    return branches[0] if len(branches) == 1 else union_all(*branches)  # type: ignore[return-value]
+    return branches[0] if len(branches) == 1 else union_all(*branches)
 
 
 def _identity_params(facts: bt.Facts) -> dict[str, str]:
@@ -134,7 +133,7 @@ def _joined(column: Any, dialect: str) -> Any:
 
 
 @functools.cache
-def _machine_query(dialect: str) -> Select[Any]:
+def _machine_query(dialect: str) -> Any:
     return (
         select(
             Machine.id,
@@ -172,7 +171,7 @@ def _machine_query(dialect: str) -> Select[Any]:
 
 
 def _profile_of(
-    conn: Connection, row: Mapping[str, Any], prefix: str = ""
+    conn: Connection, row: Mapping[Any, Any], prefix: str = ""
 ) -> bt.ProfileView | None:
     if row[f"{prefix}name"] is None:
         return None
@@ -194,7 +193,7 @@ def _profile_of(
     )
 
 
-def _menu_of(conn: Connection, menu: Mapping[str, Any]) -> bt.MenuView:
+def _menu_of(conn: Connection, menu: Mapping[Any, Any]) -> bt.MenuView:
     names = [i["profile"] for i in menu.get("items", [])]
     targets = {
         r.name: r
@@ -251,7 +250,7 @@ def load_machine(conn: Connection, machine_id: int) -> bt.MachineView | None:
     )
 
 
-def _rule_of(conn: Connection, row: Mapping[str, Any]) -> bt.RuleView:
+def _rule_of(conn: Connection, row: Mapping[Any, Any]) -> bt.RuleView:
     profile = _profile_of(conn, row, "p_")
     assert profile is not None  # rule.profile_id is NOT NULL
     return bt.RuleView(

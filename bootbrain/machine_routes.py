@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from bootbrain import bootflow, inventory
 from bootbrain.boot import render
+from bootbrain.boot.documents import NOCLOUD_FILES
 from bootbrain.config import Settings
 from bootbrain.db import Database
 from bootbrain.errors import ForbiddenError
@@ -154,7 +155,7 @@ def _nocloud_view(document: str) -> Callable[[str], Response]:
     return view
 
 
-for _name in ("meta-data", "user-data", "vendor-data", "network-config"):
+for _name in NOCLOUD_FILES:
     bp.add_url_rule(
         f"/boot/<token>/{_name}", f"nocloud_{_name.replace('-', '_')}", _nocloud_view(_name)
     )

@@ -128,6 +128,13 @@ class Profile(Base):
     menu: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: State a machine moves to when a boot of this profile reports completion.
     complete_state: Mapped[str | None] = mapped_column(String(16))
+    # configuration of the booted OS (bootbrain.boot.documents; machines override)
+    tags: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    ssh_keys: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    #: The API's ``metadata`` (the name is taken by SQLAlchemy's declarative base).
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    user_data: Mapped[str | None] = mapped_column(Text)
+    vendor_data: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -168,6 +175,13 @@ class Machine(Base):
     address: Mapped[str | None] = mapped_column(String(39))
     interface: Mapped[str | None] = mapped_column(String(15))
     notes: Mapped[str | None] = mapped_column(Text)
+    # configuration of the booted OS (bootbrain.boot.documents; overrides the profile's)
+    ssh_keys: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    #: The API's ``metadata`` (the name is taken by SQLAlchemy's declarative base).
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    #: None: the profile's; "": none, not even the profile's.
+    user_data: Mapped[str | None] = mapped_column(Text)
+    vendor_data: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column()

@@ -1,5 +1,7 @@
 """A profile is checked when it is saved, with the boot core's own validator, so a
 broken template is a 422 naming the field and line at write time, not a failed boot.
+The booted OS's templates (user-data, vendor-data) are checked the same way
+(:func:`bootbrain.boot.documents.validate_config`).
 """
 
 from __future__ import annotations
@@ -8,8 +10,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from bootbrain.boot import documents
 from bootbrain.boot.render import TemplateProblem, validate_profile
-from bootbrain.boot.types import MenuItem, MenuView, ProfileView
+from bootbrain.boot.types import MenuItem, MenuView, OsConfig, ProfileView
 from bootbrain.errors import FieldError
 
 ProfileLookup = Callable[[str], ProfileView | None]
@@ -48,8 +51,22 @@ def _api_field(field: str) -> str:
     return re.sub(r"\[(\d+)\]", r".\1", field)
 
 
+def os_config_of(fields: dict[str, Any]) -> OsConfig:
+    return OsConfig(
+        ssh_keys=tuple(fields.get("ssh_keys") or ()),
+        tags=tuple(fields.get("tags") or ()),
+        metadata=dict(fields.get("metadata") or {}),
+        user_data=fields.get("user_data"),
+        vendor_data=fields.get("vendor_data"),
+    )
+
+
 def check_profile(fields: dict[str, Any], lookup: ProfileLookup) -> None:
     try:
         validate_profile(view_of(fields, lookup))
     except TemplateProblem as e:
         raise FieldError(_api_field(e.field), e.message, e.line) from None
+    try:
+        documents.validate_config(os_config_of(fields))
+    except documents.DocumentError as e:
+        raise FieldError(e.field, e.message, e.line) from None

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from bootbrain import identity, models
+from bootbrain.boot import documents
 
 # Control characters (NUL, newline, ESC …) never belong in a one-line field.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -97,6 +98,38 @@ IPv4 = Annotated[str, StringConstraints(max_length=39), AfterValidator(_ipv4)]
 Cidr = Annotated[str, StringConstraints(max_length=43), AfterValidator(_cidr)]
 Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_url)]
 Domain = Annotated[str, StringConstraints(max_length=253), AfterValidator(_domain)]
+
+
+def _ssh_key(value: str) -> str:
+    try:
+        return documents.canonical_ssh_key(value)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+
+
+def _unique_keys(keys: list[str]) -> list[str]:
+    material = [" ".join(k.split()[:2]) for k in keys]
+    if len(material) != len(set(material)):
+        raise ValueError("the same key is listed twice")
+    return keys
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    return documents.check_metadata(value)
+
+
+SshKey = Annotated[
+    str, StringConstraints(max_length=documents.MAX_SSH_KEY), AfterValidator(_ssh_key)
+]
+SshKeys = Annotated[
+    list[SshKey], Field(max_length=documents.MAX_SSH_KEYS), AfterValidator(_unique_keys)
+]
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
+Document = Annotated[
+    str,
+    StringConstraints(max_length=documents.MAX_DOCUMENT),
+    AfterValidator(documents.check_document_text),
+]
 State = Literal["new", "discovered", "ready", "provisioning", "deployed", "maintenance", "retired"]
 Kind = Literal["linux", "ipxe", "chain", "local", "menu"]
 Scope = Literal["read", "write"]
@@ -139,6 +172,23 @@ class MachineFields(_In):
     )
     notes: LongText | None = None
     nics: Annotated[list[NicIn], Field(max_length=32)] = []
+    ssh_keys: SshKeys = Field(
+        default=[], description="SSH public keys for the booted OS, added to the profile's"
+    )
+    metadata: Metadata = Field(
+        default_factory=dict,
+        description="free-form JSON object for the booted OS, merged over the profile's "
+        "as an RFC 7396 merge patch (null removes a profile key)",
+    )
+    user_data: Document | None = Field(
+        default=None,
+        description='cloud-init user-data template (secret); null: the profile\'s, "": none at all',
+    )
+    vendor_data: Document | None = Field(
+        default=None,
+        description="cloud-init vendor-data template (secret); null: the profile's, "
+        '"": none at all',
+    )
 
     @model_validator(mode="after")
     def _unique_macs(self) -> MachineFields:
@@ -172,6 +222,10 @@ class MachineUpdate(_In):
     interface: Interface | None = None
     notes: LongText | None = None
     nics: Annotated[list[NicIn], Field(max_length=32)] | None = None
+    ssh_keys: SshKeys | None = None
+    metadata: Metadata | None = None
+    user_data: Document | None = None
+    vendor_data: Document | None = None
 
     @model_validator(mode="after")
     def _unique_macs(self) -> MachineUpdate:
@@ -206,6 +260,14 @@ class MachineOut(BaseModel):
     notes: str | None
     nics: list[NicOut]
     next_boot: NextBootOut | None
+    ssh_keys: list[str]
+    metadata: dict[str, Any]
+    user_data: str | None
+    vendor_data: str | None
+    redacted: list[str] = Field(
+        default=[],
+        description="secret fields withheld from this answer (listings, read-scope tokens)",
+    )
     created_at: datetime
     updated_at: datetime
     last_seen_at: datetime | None
@@ -213,8 +275,10 @@ class MachineOut(BaseModel):
     version: int
 
     @classmethod
-    def of(cls, m: models.Machine) -> MachineOut:
+    def of(cls, m: models.Machine, reveal: bool = False) -> MachineOut:
+        """``reveal``: include user-data and vendor-data (else listed in ``redacted``)."""
         nb = m.next_boot
+        secrets, redacted = _secrets(m, reveal)
         return cls(
             id=m.id,
             hostname=m.hostname,
@@ -237,12 +301,26 @@ class MachineOut(BaseModel):
             )
             if nb
             else None,
+            ssh_keys=list(m.ssh_keys),
+            metadata=dict(m.meta),
+            **secrets,
+            redacted=redacted,
             created_at=m.created_at,
             updated_at=m.updated_at,
             last_seen_at=m.last_seen_at,
             last_seen_ip=m.last_seen_ip,
             version=m.version,
         )
+
+
+#: Fields that can hold secrets (passwords, tokens): never in listings or logs.
+SECRET_FIELDS = ("user_data", "vendor_data")
+
+
+def _secrets(obj: Any, reveal: bool) -> tuple[dict[str, str | None], list[str]]:
+    if reveal:
+        return {f: getattr(obj, f) for f in SECRET_FIELDS}, []
+    return dict.fromkeys(SECRET_FIELDS), [f for f in SECRET_FIELDS if getattr(obj, f) is not None]
 
 
 class NextBootIn(_In):
@@ -348,6 +426,19 @@ class ProfileFields(_In):
     local_method: Literal["exit", "sanboot"] | None = None
     menu: MenuIn | None = None
     complete_state: State | None = None
+    tags: Annotated[list[Tag], Field(max_length=64)] = Field(
+        default=[], description="tags the booted OS sees, with the machine's"
+    )
+    ssh_keys: SshKeys = Field(default=[], description="SSH public keys for the booted OS")
+    metadata: Metadata = Field(
+        default_factory=dict, description="free-form JSON object for the booted OS"
+    )
+    user_data: Document | None = Field(
+        default=None, description="cloud-init user-data template (secret)"
+    )
+    vendor_data: Document | None = Field(
+        default=None, description="cloud-init vendor-data template (secret)"
+    )
 
 
 class ProfileIn(ProfileFields):
@@ -373,10 +464,21 @@ class ProfileOut(BaseModel):
     local_method: str | None
     menu: dict[str, Any] | None
     complete_state: str | None
+    tags: list[str]
+    ssh_keys: list[str]
+    metadata: dict[str, Any]
+    user_data: str | None
+    vendor_data: str | None
+    redacted: list[str] = Field(
+        default=[],
+        description="secret fields withheld from this answer (listings, read-scope tokens)",
+    )
     version: int
 
     @classmethod
-    def of(cls, p: models.Profile) -> ProfileOut:
+    def of(cls, p: models.Profile, reveal: bool = False) -> ProfileOut:
+        """``reveal``: include user-data and vendor-data (else listed in ``redacted``)."""
+        secrets, redacted = _secrets(p, reveal)
         return cls(
             id=p.id,
             name=p.name,
@@ -390,6 +492,11 @@ class ProfileOut(BaseModel):
             local_method=p.local_method,
             menu=p.menu,
             complete_state=p.complete_state,
+            tags=list(p.tags),
+            ssh_keys=list(p.ssh_keys),
+            metadata=dict(p.meta),
+            **secrets,
+            redacted=redacted,
             version=p.version,
         )
 
@@ -543,6 +650,28 @@ class PreviewOut(BaseModel):
     rule: str | None
     reason: str
     script: str
+
+
+class ConfigPreviewQuery(_In):
+    profile: Name | None = Field(
+        default=None, description="render with this profile (default: what it boots now)"
+    )
+
+
+class ConfigPreviewOut(BaseModel):
+    machine_id: int
+    step: str = Field(description="decision step that chose the profile, or 'query'")
+    profile: str | None
+    reason: str
+    instance_id: str
+    meta_data: str
+    user_data: str | None
+    vendor_data: str | None
+    network_config: str
+    metadata: dict[str, Any] = Field(description="the JSON document (metadata.json)")
+    redacted: list[str] = Field(
+        default=[], description="secret documents withheld (read-scope tokens)"
+    )
 
 
 # --- lists ------------------------------------------------------------------------

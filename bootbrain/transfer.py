@@ -264,7 +264,8 @@ def _all(
 
 def export(db: Database, fmt: str) -> str:
     machines = [
-        schemas.MachineOut.of(m) for m in _all(db, inventory.list_machines, schemas.MachineQuery)
+        schemas.MachineOut.of(m, reveal=True)
+        for m in _all(db, inventory.list_machines, schemas.MachineQuery)
     ]
     if fmt == "csv":
         buf = io.StringIO()
@@ -288,7 +289,9 @@ def export(db: Database, fmt: str) -> str:
             for n in _all(db, inventory.list_networks)
         ],
         "profiles": [
-            schemas.ProfileOut.of(p).model_dump(include=keep["profiles"], exclude_none=True)
+            schemas.ProfileOut.of(p, reveal=True).model_dump(
+                include=keep["profiles"], exclude_none=True
+            )
             for p in _all(db, inventory.list_profiles)
         ],
         "rules": [

@@ -49,6 +49,12 @@ def actor() -> str:
     return f"token:{principal.name}" if principal else "system"
 
 
+def may_reveal() -> bool:
+    """Whether this request may see secret fields (user-data, vendor-data): write scope."""
+    principal = g.get("principal")
+    return principal is not None and principal.scope == "write"
+
+
 def authenticate_request() -> None:
     if not request.path.startswith("/api/"):
         return

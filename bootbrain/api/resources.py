@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from spectree import Response as Resp
 
 from bootbrain import inventory, leases, schemas
-from bootbrain.api import actor, etag, if_match, spec
+from bootbrain.api import actor, etag, if_match, may_reveal, spec
 from bootbrain.db import Database
 from bootbrain.schemas import Problem
 
@@ -68,28 +68,36 @@ class Crud:
     delete: Callable[..., None]
     query: type[BaseModel] = schemas.PageQuery
     extra: Callable[[], tuple[Any, ...]] = lambda: ()
+    #: The resource has secret fields: ``out.of(obj, reveal=…)`` withholds them from
+    #: listings and read-scope tokens.
+    secrets: bool = False
 
 
 def crud(bp: Routes, r: Crud) -> None:
     path, item = f"/{r.plural}", f"/{r.plural}/<int:item_id>"
 
+    def out(obj: Any, reveal: bool) -> Any:
+        return r.out.of(obj, reveal=reveal) if r.secrets else r.out.of(obj)
+
     @spec.validate(json=r.create_in, resp=Resp(HTTP_201=r.out, **_body_errors(409)), tags=[r.tag])
     def create() -> Response:
         obj = r.create(_db(), _body_json(), *r.extra(), actor())
-        out = r.out.of(obj)
+        created = out(obj, True)
         return _json(
-            out, 201, {**etag(out.version), "Location": f"{bp.url_prefix}/{r.plural}/{out.id}"}
+            created,
+            201,
+            {**etag(created.version), "Location": f"{bp.url_prefix}/{r.plural}/{created.id}"},
         )
 
     @spec.validate(query=r.query, resp=Resp(HTTP_200=r.page, **_errors()), tags=[r.tag])
     def list_() -> Response:
         rows, next_after = r.list(_db(), _body_query())
-        return _json(r.page(items=[r.out.of(x) for x in rows], next_after=next_after))
+        return _json(r.page(items=[out(x, False) for x in rows], next_after=next_after))
 
     @spec.validate(resp=Resp(HTTP_200=r.out, **_errors(404)), tags=[r.tag])
     def get(item_id: int) -> Response:
-        out = r.out.of(r.get(_db(), item_id))
-        return _json(out, 200, etag(out.version))
+        found = out(r.get(_db(), item_id), may_reveal())
+        return _json(found, 200, etag(found.version))
 
     @spec.validate(
         json=r.update_in, resp=Resp(HTTP_200=r.out, **_body_errors(404, 409, 412)), tags=[r.tag]
@@ -103,8 +111,8 @@ def crud(bp: Routes, r: Crud) -> None:
             if_match(),
             actor(),
         )
-        out = r.out.of(obj)
-        return _json(out, 200, etag(out.version))
+        changed = out(obj, True)
+        return _json(changed, 200, etag(changed.version))
 
     @spec.validate(resp=Resp("HTTP_204", **_errors(404, 409, 412)), tags=[r.tag])
     def delete(item_id: int) -> Response:
@@ -190,6 +198,7 @@ def _routes() -> Routes:
             inventory.update_machine,
             inventory.delete_machine,
             query=schemas.MachineQuery,
+            secrets=True,
         ),
     )
     crud(
@@ -223,6 +232,7 @@ def _routes() -> Routes:
             inventory.update_profile,
             inventory.delete_profile,
             extra=_profile_checker,
+            secrets=True,
         ),
     )
     crud(
@@ -257,7 +267,7 @@ def _routes() -> Routes:
             current_app.config["BOOTBRAIN"].next_boot_default_ttl,
             actor(),
         )
-        out = schemas.MachineOut.of(inventory.get_machine(_db(), m.id))
+        out = schemas.MachineOut.of(inventory.get_machine(_db(), m.id), reveal=True)
         return _json(out, 200, etag(out.version))
 
     @bp.delete("/machines/<int:item_id>/next-boot")
@@ -279,6 +289,29 @@ def _routes() -> Routes:
 
         q: schemas.PreviewQuery = _body_query()
         return _json(bootflow.preview_machine(item_id, q.buildarch, q.platform))
+
+    @bp.get("/machines/<int:item_id>/config-preview")
+    @spec.validate(
+        query=schemas.ConfigPreviewQuery,
+        resp=Resp(HTTP_200=schemas.ConfigPreviewOut, **_errors(404)),
+        tags=["machines"],
+    )
+    def config_preview(item_id: int) -> Response:
+        """The booted OS's documents as a boot would be served them now (records nothing)"""
+        from bootbrain import bootflow, metadata
+
+        q: schemas.ConfigPreviewQuery = _body_query()
+        settings = current_app.config["BOOTBRAIN"]
+        return _json(
+            metadata.preview(
+                _db(),
+                settings,
+                item_id,
+                q.profile,
+                bootflow.base_url(settings, request.host_url),
+                may_reveal(),
+            )
+        )
 
     @bp.post("/tokens")
     @spec.validate(

@@ -31,8 +31,8 @@ Template variables (operator templates; all strings unless noted)
     (empty fields stay empty; trailing empty DNS fields are left out). ``""`` for a
     machine without one, so ``{{ ip_config }}`` in a cmdline is harmless under DHCP.
 ``ip``, ``netmask``, ``prefix``, ``gateway``, ``interface``, ``dns``, ``dns2``, ``domain``
-    The static assignment's parts (``dns``/``dns2``: first and second DNS server);
-    ``""`` when absent.
+    The static assignment's parts (``dns``/``dns2``: the first and second IPv4 DNS
+    servers; IPv6 ones cannot go in ``ip=`` and are left out); ``""`` when absent.
 ``hostname``
     The static assignment's hostname, else the machine's hostname, else ``""``.
 ``machine``
@@ -251,20 +251,24 @@ def _finalize(value: object) -> object:
     """Turn each ``{{ value }}`` into a placeholder word, remembering the real text."""
     if type(value) is ScriptText:
         return str(value)
-    if isinstance(value, jinja2.Undefined):
-        str(value)  # StrictUndefined raises UndefinedError naming the variable
-    if value is None:
-        text = ""
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, int | str):
-        text = str(value)
-    elif isinstance(value, MachineText):
-        raise _UnsafeValueError(MachineText.REFUSAL)
+    text: str
+    if type(value) is str:  # what the chain below makes of a str, taken first (usual)
+        text = value
     else:
-        raise _UnsafeValueError(
-            f"cannot write a {type(value).__name__} into a script; write one string at a time"
-        )
+        if isinstance(value, jinja2.Undefined):
+            str(value)  # StrictUndefined raises UndefinedError naming the variable
+        if value is None:
+            text = ""
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int | str):
+            text = str(value)
+        elif isinstance(value, MachineText):
+            raise _UnsafeValueError(MachineText.REFUSAL)
+        else:
+            raise _UnsafeValueError(
+                f"cannot write a {type(value).__name__} into a script; write one string at a time"
+            )
     if "\ue000" in text or "\ue001" in text:
         raise _UnsafeValueError(
             "values captured with {% set %}…{% endset %}, {% filter %} or a macro cannot be "
@@ -299,20 +303,70 @@ _OPERATOR_ENV: Final = _environment(None)
 _SHIPPED_ENV: Final = _environment(jinja2.PackageLoader("bootbrain", "templates/ipxe"))
 
 
+def _flat_globals(template: jinja2.Template) -> jinja2.Template:
+    """``template`` with its globals (a ChainMap over the environment's) as one dict.
+
+    The same names and values (neither environment's globals change after it is
+    made); Jinja copies them into every render's context, which is quicker from a
+    dict than from a ChainMap.
+    """
+    template.globals = dict(template.globals)
+    return template
+
+
+@lru_cache(maxsize=16)
+def _shipped_template(name: str) -> jinja2.Template:
+    # The included template too: {% include %} finds it in the environment's cache.
+    _flat_globals(_SHIPPED_ENV.get_template("_profile.ipxe.j2"))
+    return _flat_globals(_SHIPPED_ENV.get_template(name))
+
+
 def _substitute(text: str, values: Sequence[str]) -> str:
+    if "\ue000" not in text:  # no placeholder: nothing to replace
+        return text
     return _PLACEHOLDER_RE.sub(lambda m: values[int(m.group(1))], text)
+
+
+#: The characters that mean something to iPXE's reading of a line
+#: (:func:`bootbrain.boot.script.parse_line`) or to the ``${`` count below: whitespace
+#: (word and line breaks), NUL (end of line), ``#`` (comment), ``|``, ``&``, ``;``
+#: (separators), ``$`` and ``{`` (expansions), ``\\`` (continuation), and the
+#: placeholder marks. Every other character is an ordinary word character.
+_READING_RE: Final = re.compile("[ \t\n\r\v\f\x00#|&;${\\\\\ue000\ue001]")
+
+
+def _inert(value: str) -> bool:
+    """Whether ``value``, put in place of a placeholder, reads as the placeholder did.
+
+    A non-empty value without any of :data:`_READING_RE`'s characters, not starting
+    with ``:``, changes no line's reading: the whitespace is where it was (so the same
+    words, none emptied), no word starts with ``#`` or is a separator that did not
+    already (a placeholder word starts with U+E000 and is no separator, and the
+    value's first character is neither ``#`` nor part of one), a line starts with
+    ``:`` (a label) exactly when it did, no line ends with a backslash that did not,
+    and no ``${`` is added (the value has neither ``$`` nor ``{``). So the values are
+    just substituted into the label and the words: :func:`_same_structure` finds
+    nothing for them.
+    """
+    return bool(value) and value[0] != ":" and _READING_RE.search(value) is None
 
 
 def _same_structure(skeleton: str, values: Sequence[str], final: str) -> str | None:
     """Why ``final`` does not read as ``skeleton`` with its values in place, or None.
 
-    Values cannot hold CR or NUL (``_finalize`` refuses them), so a value can only
-    change the line structure by a newline (more lines) or a trailing backslash (a
-    continuation); lines without a placeholder are then identical in both texts and
-    only the others need tokenizing.
+    ``final`` is ``skeleton`` with each placeholder replaced by its value (as
+    :func:`_render_captured` returns them). Values cannot hold CR or NUL
+    (``_finalize`` refuses them), so a value can only change the line structure by a
+    newline (more lines) or a trailing backslash (a continuation); lines without a
+    placeholder are then identical in both texts and only the others need
+    tokenizing. When every value is :func:`_inert` none of them does, and the lines
+    are not tokenized at all. (:func:`~bootbrain.boot.script.parse_line` is cached: a
+    skeleton line recurs in every render of its template.)
     """
     if "\ue000" in final or "\ue001" in final:
         return "the template altered a value's placeholder (a {% filter %} block?)"
+    if all(_inert(value) for value in values):
+        return None
     intended = skeleton.split("\n")
     actual = final.split("\n")
     if len(intended) != len(actual):
@@ -322,8 +376,8 @@ def _same_structure(skeleton: str, values: Sequence[str], final: str) -> str | N
             continue
         if got_text.endswith("\\") and not want_text.endswith("\\"):
             return f"line {number}: a value ends the line with a backslash (joins lines)"
-        want = ipxe.split_line(number, want_text)
-        got = ipxe.split_line(number, got_text)
+        want = ipxe.parse_line(want_text)
+        got = ipxe.parse_line(got_text)
         label = None if want.label is None else _substitute(want.label, values)
         if label != got.label:
             return f"line {number}: a value changes a label"
@@ -368,7 +422,7 @@ def _template_line(exc: BaseException, filename: str) -> int | None:
 
 @lru_cache(maxsize=2048)
 def _compile_cached(source: str) -> jinja2.Template:
-    return _OPERATOR_ENV.from_string(source)
+    return _flat_globals(_OPERATOR_ENV.from_string(source))
 
 
 def _compile(source: str, field: str) -> jinja2.Template:
@@ -394,6 +448,25 @@ def _render_operator(field: str, source: str, variables: Mapping[str, Any]) -> s
     return _check_rendered(field, final)
 
 
+def render_text(field: str, source: str, variables: Mapping[str, Any]) -> str:
+    """Render an operator template that is not an iPXE script (user-data, vendor-data).
+
+    The same sandbox, strict undefined and value checks as every operator template
+    (machine-reported strings, lists, dicts and control characters other than tab and
+    newline are refused as values); only the iPXE shape checks do not apply — the
+    caller checks the document's own format. Raises :class:`TemplateProblem` with the
+    template line when known.
+    """
+    template = _compile(source, field)
+    try:
+        return template.render(variables)
+    except TemplateProblem:
+        raise
+    except Exception as e:  # any failure inside an operator's template is theirs to fix
+        message = str(e) or type(e).__name__
+        raise TemplateProblem(field, _template_line(e, "<template>"), message) from None
+
+
 _FIELD_ALIASES: Final = {"initrds": "initrd", "label": "menu_label", "key": "menu_key"}
 
 
@@ -406,6 +479,18 @@ def _base_field(field: str) -> str:
 
 
 def _check_rendered(field: str, text: str) -> str:
+    """``text`` as ``field``'s rendered value, or :class:`TemplateProblem`.
+
+    A pure function of its arguments (it only tokenizes ``text``) returning an
+    immutable string, so the results for short texts are remembered: a kernel or
+    initrd URL renders the same for every machine. Failures are not remembered.
+    """
+    if len(text) <= ipxe.CACHED_LINE_LENGTH:
+        return _check_rendered_cached(field, text)
+    return _check_rendered_text(field, text)
+
+
+def _check_rendered_text(field: str, text: str) -> str:
     base = _base_field(field)
     if base in _URL_FIELDS:
         url = text.strip()
@@ -447,6 +532,9 @@ def _check_rendered(field: str, text: str) -> str:
     if base == "script":
         return _check_operator_script(field, text)
     raise ValueError(f"not a template field: {field}")
+
+
+_check_rendered_cached: Final = lru_cache(maxsize=1024)(_check_rendered_text)
 
 
 def _check_references(field: str, word: str) -> None:
@@ -652,16 +740,55 @@ def _text(value: str | None) -> MachineText | None:
     return None if value is None else MachineText(value)
 
 
-def _static_values(static: StaticNet, machine: MachineView | None) -> dict[str, str]:
-    """The static assignment as strings, re-validated: an invalid one is a RenderError."""
+@lru_cache(maxsize=64)
+def _prefix_netmask(prefix: int) -> tuple[ipaddress.IPv4Address, int]:
+    """Netmask and prefix length of ``IPv4Network(f"{ip}/{prefix}", strict=False)``.
+
+    They (and the error for a bad prefix) do not depend on the address when it is a
+    valid one, as ``static_values``' is, so the network of 0.0.0.0 gives them.
+    """
+    network = ipaddress.IPv4Network(f"0.0.0.0/{prefix}", strict=False)
+    return network.netmask, network.prefixlen
+
+
+@lru_cache(maxsize=256)
+def _ipv4_cached(text: str) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(text)
+
+
+@lru_cache(maxsize=256)
+def _ip_cached(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+def _ipv4(value: str) -> ipaddress.IPv4Address:
+    """``IPv4Address(value)``, remembered for strings (gateways, netmasks and DNS
+    servers recur across a network's machines; errors are not remembered)."""
+    return _ipv4_cached(value) if type(value) is str else ipaddress.IPv4Address(value)
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``ip_address(value)``, remembered for strings like :func:`_ipv4`."""
+    return _ip_cached(value) if type(value) is str else ipaddress.ip_address(value)
+
+
+def static_values(static: StaticNet, machine: MachineView | None) -> dict[str, str]:
+    """The static assignment as strings, re-validated: an invalid one is a RenderError.
+
+    The one source of ``IPXE_BOOT_*``, the ``ip_config`` template variables and the
+    booted OS's network-config (:mod:`bootbrain.boot.documents`), so they cannot disagree.
+    """
     try:
         ip = ipaddress.IPv4Address(static.ip)
-        network = ipaddress.IPv4Network(f"{ip}/{int(static.prefix)}", strict=False)
-        netmask = ipaddress.IPv4Address(static.netmask)
-        if netmask != network.netmask:
+        network_mask, network_prefix = _prefix_netmask(int(static.prefix))
+        netmask = _ipv4(static.netmask)
+        if netmask != network_mask:
             raise ValueError("netmask does not match prefix")
-        gateway = str(ipaddress.IPv4Address(static.gateway)) if static.gateway else ""
-        dns = [str(ipaddress.ip_address(d)) for d in static.dns]
+        gateway = str(_ipv4(static.gateway)) if static.gateway else ""
+        # ip= is colon-separated, so only IPv4 servers can go in it; IPv6 ones are
+        # left out of every variable rather than shifting the fields.
+        servers = [_ip(d) for d in static.dns]
+        dns = [str(d) for d in servers if d.version == 4]
     except (ValueError, TypeError) as e:
         raise RenderError(f"invalid static assignment: {e}") from None
     hostname = static.hostname or (machine.hostname if machine else None) or ""
@@ -681,7 +808,7 @@ def _static_values(static: StaticNet, machine: MachineView | None) -> dict[str, 
         "ip_config": "ip=" + ":".join(fields),
         "ip": str(ip),
         "netmask": str(netmask),
-        "prefix": str(network.prefixlen),
+        "prefix": str(network_prefix),
         "gateway": gateway,
         "hostname": hostname,
         "interface": static.interface,
@@ -728,7 +855,7 @@ def template_variables(machine: MachineView | None, ctx: RenderContext) -> dict[
     )
     static["hostname"] = (machine.hostname if machine else None) or ""
     if machine is not None and machine.static is not None:
-        static.update(_static_values(machine.static, machine))
+        static.update(static_values(machine.static, machine))
     machine_vars = None
     if machine is not None:
         machine_vars = _MachineVars(
@@ -758,7 +885,7 @@ def template_variables(machine: MachineView | None, ctx: RenderContext) -> dict[
 
 
 def _render_shipped(name: str, variables: Mapping[str, Any]) -> str:
-    template = _SHIPPED_ENV.get_template(name)
+    template = _shipped_template(name)
     try:
         skeleton, values, final = _render_captured(template, variables)
     except TemplateProblem:
@@ -769,7 +896,7 @@ def _render_shipped(name: str, variables: Mapping[str, Any]) -> str:
     if why:
         raise RenderError(f"{name}: {why}")
     try:
-        ipxe.check_script(final)
+        ipxe.validate_script(final)
     except ipxe.ScriptError as e:
         raise RenderError(f"{name}: {e}") from None
     return final
@@ -1022,6 +1149,12 @@ _SAMPLE_MACHINE: Final = MachineView(
     macs=("52:54:00:00:00:01",),
 )
 
+
+def sample_variables() -> dict[str, Any]:
+    """Template variables of the sample machine used to check templates when saved."""
+    return template_variables(_SAMPLE_MACHINE, _SAMPLE_CONTEXT)
+
+
 __all__ = [
     "ERROR_RETRY_LIMIT",
     "FETCH_ATTEMPTS",
@@ -1036,6 +1169,9 @@ __all__ = [
     "render_bootstrap",
     "render_decision",
     "render_error",
+    "render_text",
+    "sample_variables",
+    "static_values",
     "template_variables",
     "validate_profile",
 ]

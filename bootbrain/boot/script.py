@@ -28,6 +28,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import count, repeat
+from typing import Final, NamedTuple
 
 WHITESPACE = " \t\n\r\v\f"
 SEPARATORS = ("||", "&&", ";")
@@ -107,6 +110,36 @@ class Script:
         return tuple(line.shape for line in self.lines if line.label is not None or line.commands)
 
 
+def _has_continuation(text: str) -> bool:
+    """Whether some line of ``text`` ends in a backslash (before one optional CR)."""
+    return "\\" in text and (
+        "\\\n" in text or "\\\r\n" in text or text.endswith("\\") or text.endswith("\\\r")
+    )
+
+
+def logical_lines(text: str) -> tuple[list[tuple[int, str, int]], bool]:
+    """(first line number, logical line, lines joined) for each line iPXE reads, and
+    whether a continuation was still open at the end (iPXE drops that line).
+
+    What :func:`_physical_lines` gives, made faster for the usual text without
+    continuations: then each logical line is one physical line, without its CR, and
+    a final newline does not start another line.
+    """
+    if not _has_continuation(text):
+        fragments = text.split("\n")
+        if len(fragments) > 1 and not fragments[-1]:
+            fragments.pop()
+        if "\r" in text:
+            fragments = [f[:-1] if f.endswith("\r") else f for f in fragments]
+        return list(zip(count(1), fragments, repeat(0))), False
+    lines: list[tuple[int, str, int]] = []
+    for number, raw, joined, dangling in _physical_lines(text):
+        if dangling:
+            return lines, True
+        lines.append((number, raw, joined))
+    return lines, False
+
+
 def _physical_lines(text: str) -> Iterator[tuple[int, str, int, bool]]:
     """(first line number, logical line, lines joined, dangling) following process_script."""
     pos = 0
@@ -139,17 +172,63 @@ def _physical_lines(text: str) -> Iterator[tuple[int, str, int, bool]]:
             return
 
 
-_WHITESPACE_RUN = re.compile(r"[ \t\n\r\v\f]+")
+_WORD_RE = re.compile(r"[^ \t\n\r\v\f]+")
 
 
 def _words(command: str) -> list[str]:
     # iPXE's isspace() is exactly these six characters; str.split() would also split
-    # on \x1c-\x1f, \x85 and Unicode spaces, which iPXE keeps inside words.
-    return [w for w in _WHITESPACE_RUN.split(command) if w]
+    # on \x1c-\x1f, \x85 and Unicode spaces, which iPXE keeps inside words. So
+    # str.split() (fast) only for ASCII text without \x1c-\x1f, else the maximal runs
+    # of other characters (what splitting on whitespace runs leaves).
+    if command.isascii() and not (
+        "\x1c" in command or "\x1d" in command or "\x1e" in command or "\x1f" in command
+    ):
+        return command.split()
+    return _WORD_RE.findall(command)
+
+
+class LineParts(NamedTuple):
+    """A logical line's reading, which depends on its text only (see :func:`parse_line`)."""
+
+    text: str
+    label: str | None
+    commands: tuple[Command, ...]
+    comment: str | None
+    indented_label: bool
+    truncated: bool
 
 
 def split_line(number: int, raw: str, joined: int = 0) -> Line:
     """One logical line (continuations already joined, trailing CR dropped)."""
+    parts = parse_line(raw)
+    return Line(
+        number=number,
+        text=parts.text,
+        label=parts.label,
+        commands=parts.commands,
+        comment=parts.comment,
+        joined=joined,
+        indented_label=parts.indented_label,
+        truncated=parts.truncated,
+    )
+
+
+#: Lines up to this long are remembered (bounds the caches' memory, 4096 lines each).
+CACHED_LINE_LENGTH: Final = 4096
+
+
+def parse_line(raw: str) -> LineParts:
+    """How iPXE reads one logical line: :func:`split_line` without the line's place.
+
+    A pure function of ``raw`` whose results are immutable, so it is cached: the lines
+    of the shipped templates recur in every script the brain renders.
+    """
+    if len(raw) <= CACHED_LINE_LENGTH:
+        return _parse_line_cached(raw)
+    return _parse_line(raw)
+
+
+def _parse_line(raw: str) -> LineParts:
     truncated = "\x00" in raw
     line = raw.split("\x00", 1)[0]
     rest = line.lstrip(WHITESPACE)
@@ -165,10 +244,15 @@ def split_line(number: int, raw: str, joined: int = 0) -> Line:
         rest = body[end + 1 :] if end < len(body) else ""
     else:
         rest = line
+    words = _words(rest)
+    if not ("#" in rest or "|" in rest or "&" in rest or ";" in rest):
+        # No word can start a comment or be a separator: one command of every word
+        # (what the loop below makes of such a line).
+        single = (Command(tuple(words), None),) if words else ()
+        return LineParts(line, label, single, None, indented, truncated)
     commands: list[Command] = []
     comment: str | None = None
     current: list[str] = []
-    words = _words(rest)
     for i, word in enumerate(words):
         if word.startswith("#"):
             comment = " ".join(words[i:])
@@ -180,28 +264,19 @@ def split_line(number: int, raw: str, joined: int = 0) -> Line:
             current.append(word)
     if current or commands:
         commands.append(Command(tuple(current), None))
-    return Line(
-        number=number,
-        text=line,
-        label=label,
-        commands=tuple(commands),
-        comment=comment,
-        joined=joined,
-        indented_label=indented,
-        truncated=truncated,
-    )
+    return LineParts(line, label, tuple(commands), comment, indented, truncated)
+
+
+_parse_line_cached = lru_cache(maxsize=4096)(_parse_line)
 
 
 def tokenize(text: str) -> Script:
     """Lines, labels and commands as iPXE would read ``text``. Never raises."""
-    lines: list[Line] = []
-    dangling = False
-    for number, raw, joined, is_dangling in _physical_lines(text):
-        if is_dangling:
-            dangling = True
-            break
-        lines.append(split_line(number, raw, joined))
-    return Script(tuple(lines), dangling_continuation=dangling)
+    lines, dangling = logical_lines(text)
+    return Script(
+        tuple(split_line(number, raw, joined) for number, raw, joined in lines),
+        dangling_continuation=dangling,
+    )
 
 
 def references(word: str) -> tuple[str, ...]:
@@ -211,6 +286,8 @@ def references(word: str) -> tuple[str, ...]:
 
 def reference_problems(word: str) -> list[str]:
     """Why the ``${…}`` uses in ``word`` are not ones this project allows."""
+    if "${" not in word:  # nothing to count and no reference to match
+        return []
     problems: list[str] = []
     if word.count("${") != len(REFERENCE_RE.findall(word)):
         problems.append(
@@ -236,6 +313,7 @@ def _show(text: str, limit: int = 40) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
 
 
 def check_script(
@@ -250,49 +328,118 @@ def check_script(
     script a fragment will be part of); and ``${…}`` uses outside
     :func:`reference_problems`' rules.
     """
+    lines, dangling = _check(text, require_magic, known_labels)
+    return Script(
+        tuple(split_line(number, raw, joined) for number, raw, joined in lines),
+        dangling_continuation=dangling,
+    )
+
+
+def validate_script(
+    text: str, *, require_magic: bool = True, known_labels: Iterable[str] = ()
+) -> None:
+    """:func:`check_script` without building the tokenized script: raises the same
+    :class:`ScriptError` for the same texts, and returns None for the others."""
+    _check(text, require_magic, known_labels)
+
+
+class _LineReport(NamedTuple):
+    """What :func:`check_script` finds on one line, apart from its place in the script."""
+
+    label: str | None
+    #: Problems before the label's uniqueness (continuation, label form), then after
+    #: it (references), without the "line N: " prefix.
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    #: Targets of the line's ``goto <label>`` commands (no ``${…}``), in order.
+    gotos: tuple[str, ...]
+
+
+def _report_line(raw: str, joined: int) -> _LineReport:
+    line = parse_line(raw)
+    before: list[str] = []
+    if joined:
+        before.append("backslash continuation")
+    if line.label is not None:
+        if line.indented_label:
+            before.append("label with whitespace before its colon")
+        if not line.label:
+            before.append("empty label")
+        if line.commands:
+            before.append(f"command after label :{line.label} (put it on its own line)")
+    after: list[str] = []
+    gotos: list[str] = []
+    # Words are parts of the line's text, so without "${" there none has a reference
+    # problem (each needs a "${").
+    has_references = "${" in line.text
+    for command in line.commands:
+        words = command.words
+        if has_references:
+            for word in words:
+                after.extend(reference_problems(word))
+        if len(words) == 2 and words[0] == "goto" and "${" not in words[1]:
+            gotos.append(words[1])
+    return _LineReport(line.label, tuple(before), tuple(after), tuple(gotos))
+
+
+_report_line_cached = lru_cache(maxsize=4096)(_report_line)
+
+
+def _check(
+    text: str, require_magic: bool, known_labels: Iterable[str]
+) -> tuple[list[tuple[int, str, int]], bool]:
+    """The checks of :func:`check_script`; (number, logical line, joined) and dangling.
+
+    Each line's own findings (:func:`_report_line`, a pure function of its text and
+    continuation count) are cached and put together here in the order the checks
+    were always made: global ones, then line by line (continuation, label form,
+    repeated label, references), then the ``goto`` targets line by line.
+    """
     problems: list[str] = []
     if require_magic and not text.startswith(MAGIC + "\n"):
         problems.append("a script must start with '#!ipxe' and a newline")
+    data: bytes | None
     try:
-        text.encode("utf-8")
+        data = text.encode("utf-8")
     except UnicodeEncodeError:
         problems.append("text that is not valid Unicode (a lone surrogate)")
-    control = _CONTROL.search(text)
-    if control:
-        number = text.count("\n", 0, control.start()) + 1
-        problems.append(f"line {number}: control character {control.group(0)!r}")
-    script = tokenize(text)
-    if script.dangling_continuation:
+        data = None
+    # In UTF-8 the control characters are exactly the bytes _CONTROL_BYTES, so when
+    # deleting those removes nothing, _CONTROL has nothing to find (and that is quick).
+    if data is None or len(data.translate(None, _CONTROL_BYTES)) != len(data):
+        control = _CONTROL.search(text)
+        if control:
+            number = text.count("\n", 0, control.start()) + 1
+            problems.append(f"line {number}: control character {control.group(0)!r}")
+    lines, dangling = logical_lines(text)
+    if dangling:
         problems.append("the script ends inside a backslash continuation")
     seen: dict[str, int] = {}
-    for line in script.lines:
-        where = f"line {line.number}"
-        if line.joined:
-            problems.append(f"{where}: backslash continuation")
-        if line.label is not None:
-            if line.indented_label:
-                problems.append(f"{where}: label with whitespace before its colon")
-            if not line.label:
-                problems.append(f"{where}: empty label")
-            if line.commands:
+    gotos: list[tuple[int, str]] = []
+    for number, raw, joined in lines:
+        label, before, after, targets = (
+            _report_line_cached(raw, joined)
+            if len(raw) <= CACHED_LINE_LENGTH
+            else _report_line(raw, joined)
+        )
+        if before:
+            problems.extend(f"line {number}: {p}" for p in before)
+        if label is not None:
+            if label in seen:
                 problems.append(
-                    f"{where}: command after label :{line.label} (put it on its own line)"
+                    f"line {number}: label :{label} already defined on line {seen[label]}"
                 )
-            if line.label in seen:
-                problems.append(
-                    f"{where}: label :{line.label} already defined on line {seen[line.label]}"
-                )
-            seen.setdefault(line.label, line.number)
-        for command in line.commands:
-            for word in command.words:
-                problems.extend(f"{where}: {p}" for p in reference_problems(word))
-    labels = set(seen) | set(known_labels)
-    for line in script.lines:
-        for command in line.commands:
-            words = command.words
-            static_goto = len(words) == 2 and words[0] == "goto" and "${" not in words[1]
-            if static_goto and words[1] not in labels:
-                problems.append(f"line {line.number}: goto {words[1]}: no such label")
+            else:
+                seen[label] = number
+        if after:
+            problems.extend(f"line {number}: {p}" for p in after)
+        if targets:
+            gotos.extend((number, target) for target in targets)
+    if gotos:
+        labels = set(seen).union(known_labels)
+        for number, target in gotos:
+            if target not in labels:
+                problems.append(f"line {number}: goto {target}: no such label")
     if problems:
         raise ScriptError(problems)
-    return script
+    return lines, dangling

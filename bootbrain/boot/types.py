@@ -7,8 +7,10 @@ database and cannot lazily load anything on the hot path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,35 @@ class StaticNet:
     domain: str | None
     hostname: str | None
     interface: str
+
+
+@dataclass(frozen=True)
+class OsConfig:
+    """What a machine or a profile gives the booted OS (see :mod:`bootbrain.boot.documents`).
+
+    Validated when written; ``user_data``/``vendor_data`` are Jinja templates.
+    """
+
+    ssh_keys: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: None: not set (a machine then takes its profile's).
+    user_data: str | None = None
+    vendor_data: str | None = None
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Everything the booted OS's documents are built from, for one boot."""
+
+    machine: MachineView | None
+    machine_config: OsConfig | None
+    profile_name: str | None
+    profile_config: OsConfig | None
+    #: The interface the booted OS configures (``machine.static.interface`` when there
+    #: is a static assignment) and the MAC of its NIC, to match it by.
+    interface: str = "eth0"
+    mac: str | None = None
 
 
 @dataclass(frozen=True)

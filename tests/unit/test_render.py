@@ -255,6 +255,15 @@ def test_static_with_empty_fields() -> None:
     assert variables["gateway"] == variables["dns"] == variables["domain"] == ""
 
 
+def test_ipv6_dns_servers_are_left_out_of_ip_config() -> None:
+    static = StaticNet(
+        "10.0.0.5", 24, "255.255.255.0", None, ("fd00::53", "10.0.0.53"), None, "h", "eth0"
+    )
+    variables = template_variables(machine(static=static), CTX)
+    assert variables["ip_config"] == "ip=10.0.0.5:::255.255.255.0:h:eth0:none:10.0.0.53"
+    assert (variables["dns"], variables["dns2"]) == ("10.0.0.53", "")
+
+
 def test_static_hostname_falls_back_to_the_machines() -> None:
     static = StaticNet(
         "10.0.0.5", 24, "255.255.255.0", None, ("1.1.1.1", "9.9.9.9"), None, None, "eth0"
