@@ -372,8 +372,8 @@ def delete_machine(db: Database, machine_id: int, if_match: int | None, actor: s
             s,
             "change",
             f"machine {machine_id} deleted by {actor}",
+            machine_id=machine_id,
             actor=actor,
-            deleted_machine=machine_id,
         )
     if had:
         notify(db, machine_id, None)
@@ -519,11 +519,8 @@ ProfileChecker = Callable[[dict[str, Any], Callable[[str], bt.ProfileView | None
 
 
 def _profile_lookup(s: Session) -> Callable[[str], bt.ProfileView | None]:
-    def lookup(name: str) -> bt.ProfileView | None:
-        p = s.scalar(select(Profile).where(Profile.name == name))
-        return profile_view(s, p) if p else None
-
-    return lookup
+    """Profiles by name as the boot core sees them, inside this transaction."""
+    return lambda name: lookup.profile_named(s.connection(), name)
 
 
 _OS_CONFIG_FIELDS = ("tags", "ssh_keys", "metadata", "user_data", "vendor_data")
@@ -789,154 +786,7 @@ def write_batch(
             )
 
 
-# --- the boot decision's reads ------------------------------------------------------
-
-
-def _menu_view(s: Session, p: Profile) -> bt.MenuView | None:
-    if p.kind != "menu" or not p.menu:
-        return None
-    names = [i["profile"] for i in p.menu.get("items", [])]
-    targets = {t.name: t for t in s.scalars(select(Profile).where(Profile.name.in_(names)))}
-    items = tuple(
-        bt.MenuItem(key=i["key"], label=i["label"], profile=profile_view(s, targets[i["profile"]]))
-        for i in p.menu["items"]
-        if i["profile"] in targets
-    )
-    return bt.MenuView(
-        items=items, default=p.menu.get("default"), timeout=int(p.menu.get("timeout", 10))
-    )
-
-
-def profile_view(s: Session, p: Profile) -> bt.ProfileView:
-    return bt.ProfileView(
-        name=p.name,
-        kind=p.kind,
-        kernel=p.kernel,
-        initrds=tuple(p.initrds),
-        cmdline=p.cmdline,
-        script=p.script,
-        chain_url=p.chain_url,
-        local_method=p.local_method,
-        menu=_menu_view(s, p),
-        complete_state=p.complete_state,
-    )
-
-
-def machine_view(s: Session, m: Machine) -> bt.MachineView:
-    static = None
-    if m.network is not None and m.address is not None:
-        from ipaddress import IPv4Network
-
-        net = IPv4Network(m.network.cidr)
-        static = bt.StaticNet(
-            ip=m.address,
-            prefix=net.prefixlen,
-            netmask=str(net.netmask),
-            gateway=m.network.gateway,
-            dns=tuple(m.network.dns),
-            domain=m.network.domain,
-            hostname=m.hostname,
-            interface=m.interface or "eth0",
-        )
-    nb = m.next_boot
-    return bt.MachineView(
-        id=m.id,
-        hostname=m.hostname,
-        state=m.state,
-        tags=tuple(m.tag_names),
-        uuid=m.uuid,
-        serial=m.serial,
-        manufacturer=m.manufacturer,
-        product=m.product,
-        asset_tag=m.asset_tag,
-        profile=profile_view(s, m.profile) if m.profile else None,
-        next_boot=bt.NextBootView(profile=profile_view(s, nb.profile), expires_at=nb.expires_at)
-        if nb
-        else None,
-        static=static,
-        macs=tuple(n.mac for n in m.nics),
-    )
-
-
-def rule_view(s: Session, r: Rule) -> bt.RuleView:
-    return bt.RuleView(
-        id=r.id,
-        name=r.name,
-        priority=r.priority,
-        manufacturer=r.manufacturer,
-        product=r.product,
-        buildarch=r.buildarch,
-        platform=r.platform,
-        tags=tuple(r.tags),
-        profile=profile_view(s, r.profile),
-    )
-
-
-@dataclass(frozen=True)
-class Lookup:
-    machine: bt.MachineView | None
-    rules: tuple[bt.RuleView, ...]
-    default: bt.ProfileView | None
-    conflict: tuple[int, ...] = ()
-    matched_by: str | None = None
-
-
-def lookup_for_boot(
-    s: Session, facts: bt.Facts, default_profile: str, need_rules: bool = True
-) -> Lookup:
-    """Resolve identity (uuid → MAC → manufacturer+serial/board serial) and load what the
-    decision needs. Two keys naming two machines is a conflict, never a pick."""
-    found: dict[str, int] = {}
-    uuid = identity.uuid_key(facts.uuid)
-    if uuid:
-        mid = s.scalar(select(Machine.id).where(Machine.uuid_key == uuid))
-        if mid is not None:
-            found["uuid"] = mid
-    if facts.mac:
-        mid = s.scalar(select(Nic.machine_id).where(Nic.mac == facts.mac))
-        if mid is not None:
-            found["mac"] = mid
-    for key, col in (("serial", Machine.serial_key), ("board_serial", Machine.board_serial_key)):
-        value = identity.serial_key(getattr(facts, key))
-        if value and facts.manufacturer:
-            hits = list(
-                s.scalars(
-                    select(Machine.id)
-                    .where(Machine.manufacturer == facts.manufacturer, col == value)
-                    .limit(2)
-                )
-            )
-            if len(hits) == 1:  # shared chassis serials identify nothing
-                found[key] = hits[0]
-    ids = tuple(sorted(set(found.values())))
-    default = None
-    if default_profile:
-        p = s.scalar(select(Profile).where(Profile.name == default_profile))
-        default = profile_view(s, p) if p else None
-    if len(ids) > 1:
-        return Lookup(None, (), default, conflict=ids)
-    machine = None
-    if ids:
-        m = s.get(Machine, ids[0])
-        machine = machine_view(s, m) if m else None
-    rules: tuple[bt.RuleView, ...] = ()
-    if need_rules and (machine is None or machine.profile is None):
-        rules = tuple(rule_view(s, r) for r in s.scalars(_candidate_rules(facts, machine)))
-    return Lookup(machine, rules, default, matched_by=next(iter(found), None))
-
-
-def _candidate_rules(facts: bt.Facts, machine: bt.MachineView | None) -> Select[Any]:
-    """Rules that could match, filtered in SQL; tags are checked by the decision,
-    which also has the last word on every selector."""
-    stmt = select(Rule)
-    for col, value in (
-        (Rule.manufacturer, facts.manufacturer or (machine.manufacturer if machine else None)),
-        (Rule.product, facts.product or (machine.product if machine else None)),
-        (Rule.buildarch, facts.buildarch),
-        (Rule.platform, facts.platform),
-    ):
-        stmt = stmt.where(or_(col.is_(None), col == value) if value else col.is_(None))
-    return stmt.order_by(Rule.id)
+# --- boots ------------------------------------------------------------------------
 
 
 def get_boot_by_token(db: Database, secret: bytes, token: str) -> Boot | None:

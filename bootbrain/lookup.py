@@ -311,13 +311,6 @@ def lookup_for_boot(conn: Connection, facts: bt.Facts, default_profile: str) -> 
     return _complete(conn, facts, machine, default_profile, next(iter(found), None))
 
 
-def lookup_machine(
-    conn: Connection, machine_id: int, facts: bt.Facts | None, default_profile: str
-) -> Lookup:
-    """The same for a machine named by id (previews)."""
-    return _complete(conn, facts, load_machine(conn, machine_id), default_profile, "id")
-
-
 def _complete(
     conn: Connection,
     facts: bt.Facts | None,

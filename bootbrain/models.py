@@ -316,7 +316,8 @@ class Event(Base):
     )
     at: Mapped[datetime] = mapped_column(default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
-    machine_id: Mapped[int | None] = mapped_column(ForeignKey("machine.id", ondelete="SET NULL"))
+    #: Deliberately not a foreign key: the log outlives the machines it speaks of.
+    machine_id: Mapped[int | None] = mapped_column(Integer)
     mac: Mapped[str | None] = mapped_column(String(17))
     ip: Mapped[str | None] = mapped_column(String(39))
     message: Mapped[str] = mapped_column(Text, default="")

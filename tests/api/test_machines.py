@@ -162,3 +162,13 @@ def test_changes_are_recorded_as_events(api: Api) -> None:
         f"machine {m['id']} changed by token:admin",
     ]
     assert events[1]["data"]["fields"] == ["state"]
+
+
+def test_history_outlives_a_deleted_machine(api: Api) -> None:
+    m = api.post("/machines", {"hostname": "gone"}, expect=201).json
+    api.delete(f"/machines/{m['id']}", expect=204)
+    events = api.get(f"/events?machine_id={m['id']}", expect=200).json["items"]
+    assert [e["message"] for e in events] == [
+        f"machine {m['id']} created by token:admin",
+        f"machine {m['id']} deleted by token:admin",
+    ]
