@@ -493,7 +493,7 @@ def _check_rendered(field: str, text: str) -> str:
 def _check_rendered_text(field: str, text: str) -> str:
     base = _base_field(field)
     if base in _URL_FIELDS:
-        url = text.strip()
+        url = text.strip(ipxe.WHITESPACE)  # iPXE's whitespace, not Unicode's (\x85 is a character)
         parsed = ipxe.tokenize(url)
         if not url:
             raise TemplateProblem(field, None, "renders empty")

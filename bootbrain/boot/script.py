@@ -21,6 +21,12 @@ against the Debian iPXE 1.0.0+git-20190125 this project targets):
 :func:`tokenize` never raises; :func:`check_script` raises :class:`ScriptError` for
 anything iPXE would read differently from how it looks, or that depends on the iPXE
 version, or that expands a machine-reported SMBIOS string on the client.
+
+How one line reads, and what the checks find on it alone, depend on its text only;
+both are cached (lines up to :data:`CACHED_LINE_LENGTH` characters, 4096 of them),
+since every script the brain renders repeats the lines of its templates. What
+depends on the other lines (repeated labels, ``goto`` targets, line numbers) is
+worked out afresh for each script.
 """
 
 from __future__ import annotations
@@ -435,11 +441,10 @@ def _check(
             problems.extend(f"line {number}: {p}" for p in after)
         if targets:
             gotos.extend((number, target) for target in targets)
-    if gotos:
-        labels = set(seen).union(known_labels)
-        for number, target in gotos:
-            if target not in labels:
-                problems.append(f"line {number}: goto {target}: no such label")
+    labels = set(seen).union(known_labels)
+    for number, target in gotos:
+        if target not in labels:
+            problems.append(f"line {number}: goto {target}: no such label")
     if problems:
         raise ScriptError(problems)
     return lines, dangling
