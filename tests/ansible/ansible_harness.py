@@ -38,6 +38,8 @@ PRISTINE = CACHE / f"{SUITE}-minbase"
 PRISTINE_STAMP = CACHE / f"{SUITE}-minbase.stamp"
 APT_ARCHIVES = CACHE / "apt-archives"
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
+WORK_PARENT = "/var/tmp"
+WORK_PREFIX = "bootbrain-ansible-"
 
 
 def venv_tool(name: str) -> str | None:
@@ -189,7 +191,9 @@ class Target:
 
     @classmethod
     def create(cls, pristine: Path) -> Target:
-        work = Path(tempfile.mkdtemp(prefix="bootbrain-ansible-", dir="/var/tmp"))
+        reap_stale_targets()
+        work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=WORK_PARENT))
+        (work / "owner.pid").write_text(f"{os.getpid()}\n")
         root = work / "root"
         target = cls(work=work, root=root)
         try:
@@ -248,14 +252,18 @@ class Target:
 
     # --- running things inside the tree --------------------------------------
 
-    def run(self, argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the tree as root (``chroot ROOT argv``)."""
+    def run(
+        self, argv: Sequence[str], env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the tree as root (``chroot ROOT argv``), with a clean
+        environment: nothing of the test process leaks into what is checked."""
+        base = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
         return subprocess.run(
             ["chroot", str(self.root), *argv],
             capture_output=True,
             text=True,
             timeout=120,
-            **kw,  # type: ignore[arg-type]
+            env={**base, **(env or {})},
         )
 
     def _ids(self, user: str, group: str | None) -> tuple[int, int, list[int]]:
@@ -338,8 +346,28 @@ class Target:
             self.stop_all()
         finally:
             unmount_all(self.root)
-            if not keep:
+            if keep:
+                (self.work / ".keep").touch()
+            else:
                 remove_tree(self.work)
+
+
+def reap_stale_targets() -> None:
+    """Clean up after runs that were killed before their teardown: stop what still
+    runs in their trees, unmount, delete. Trees kept on purpose (.keep) stay."""
+    for work in Path(WORK_PARENT).glob(f"{WORK_PREFIX}*"):
+        if (work / ".keep").exists():
+            continue
+        try:
+            owner = int((work / "owner.pid").read_text())
+        except (OSError, ValueError):
+            owner = 0
+        if owner and Path(f"/proc/{owner}").exists():
+            continue  # a run in progress
+        stale = Target(work=work, root=work / "root")
+        with contextlib.suppress(Exception):
+            stale.stop_all()
+            remove_tree(work)
 
 
 # --- what the role's units say ----------------------------------------------------

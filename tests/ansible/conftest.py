@@ -84,7 +84,7 @@ def target(pristine: Path) -> Iterator[harness.Target]:
     """A fresh copy of the tree for this module, with /proc and /sys mounted."""
     started = time.monotonic()
     tgt = harness.Target.create(pristine)
-    TIMINGS.append(("copy the cached tree, mount /proc and /sys", time.monotonic() - started))
+    TIMINGS.append(("overlay the cached tree, mount /proc and /sys", time.monotonic() - started))
     keep = os.environ.get("BOOTBRAIN_ANSIBLE_KEEP") == "1"
     try:
         yield tgt

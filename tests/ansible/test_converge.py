@@ -10,6 +10,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +169,8 @@ def test_dnsmasq_accepts_the_deployed_configuration(
         assert "syntax check OK" in result.stdout + result.stderr
     config = tgt.path("/etc/bootbrain/dnsmasq.conf").read_text()
     assert "interface=lo" in config.replace(" ", ""), config
+    # dnsmasq drops to bootbrain's user, so bootbrain may SIGHUP it after a change.
+    assert "user=bootbrain" in config.splitlines(), config
     for script in re.findall(r"^dhcp-script=(\S+)", config, re.M):
         path = tgt.path(script)
         assert path.is_file() and os.access(path, os.X_OK), f"lease hook {script} is not executable"
@@ -242,6 +246,38 @@ def _check_through_nginx(scenario: Scenario) -> None:
     access = tgt.path("/var/log/nginx/bootbrain.access.log").read_text()
     assert f"/assets/{ASSET}" in access
     assert f"/assets/{ASSET}" not in gunicorn_log.read_text()
+
+    # The API token the role kept works through nginx; no token, no answer.
+    token = tgt.path("/etc/bootbrain/api-token").read_text().strip()
+    assert harness.http_get(f"{base}/api/v1/tokens").status == 401
+    tokens = harness.http_get(f"{base}/api/v1/tokens", headers={"Authorization": f"Bearer {token}"})
+    assert tokens.status == 200, tokens
+    names = [t["name"] for t in json.loads(tokens.body)["items"]]
+    assert any(n.startswith("ansible-target-") for n in names), names
+    assert any(n.startswith("leasehook-target-") for n in names), names
+
+    # A lease event, delivered the way dnsmasq would run the installed hook: as
+    # root, with dnsmasq's variables, through nginx, with the hook's own token.
+    # (The hook ignores loopback addresses, hence not one of the range on lo.)
+    config = tgt.path("/etc/bootbrain/dnsmasq.conf").read_text()
+    hook = re.search(r"^dhcp-script=(\S+)", config, re.M)
+    assert hook, "no dhcp-script in the deployed dnsmasq configuration"
+    mac = "52:54:00:a1:b2:c3"
+    event = tgt.run(
+        [hook.group(1), "add", mac, "10.99.0.150", "node-a"],
+        env={
+            "DNSMASQ_INTERFACE": "lo",
+            "DNSMASQ_USER_CLASS0": "iPXE",
+            "DNSMASQ_VENDOR_CLASS": "PXEClient:Arch:00007:UNDI:003016",
+        },
+    )
+    assert event.returncode == 0, event.stdout + event.stderr
+    spooled = [p.name for p in tgt.path("/var/lib/bootbrain/spool").iterdir() if p.is_file()]
+    assert not [n for n in spooled if not n.startswith(".")], (spooled, event.stderr)
+    events = harness.http_get(f"{base}/api/v1/events", headers={"Authorization": f"Bearer {token}"})
+    assert events.status == 200, events
+    assert mac in events.body.decode(), (events.body[:2000], event.stderr)
+
     assert gunicorn.poll() is None and nginx.poll() is None
 
 
@@ -295,9 +331,24 @@ def test_bad_input_stops_before_any_change(
 def test_switch_to_kea(
     scenario: Scenario, second_converge: harness.PlaybookRun, timings: list[tuple[str, float]]
 ) -> None:
-    """Last: the same host converged again with Kea (+ tftpd-hpa) instead of dnsmasq."""
+    """Last: the same host converged again with Kea (+ tftpd-hpa) instead of dnsmasq,
+    and bootbrain from a wheel file instead of the checkout."""
+    build = subprocess.run(
+        [
+            sys.executable,
+            str(harness.ANSIBLE_DIR / "roles/bootbrain/files/build-wheel.py"),
+            str(scenario.vars["bootbrain_checkout_path"]),
+            str(scenario.target.work / "dist"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
     run = scenario.converge(
         extra={
+            "bootbrain_install_source": "wheel",
+            "bootbrain_wheel_path": build.stdout.splitlines()[-1],
             "bootbrain_dhcp_server": "kea",
             "bootbrain_kea_subnet": "127.0.0.0/8",
             "bootbrain_kea_pool_start": "127.0.0.100",
@@ -308,12 +359,27 @@ def test_switch_to_kea(
     (scenario.target.work / "converge-kea.log").write_text(run.output)
     scenario.target.harvest_apt_archives()
     assert run.returncode == 0, run.tail(80)
+    # The same bytes as the checkout build: the virtualenv is left alone.
+    assert "bootbrain : Install the bootbrain wheel" not in run.changed_tasks(), run.tail(80)
     tgt = scenario.target
     check = tgt.run(["/usr/sbin/kea-dhcp4", "-t", "/etc/kea/kea-dhcp4.conf"])
     assert check.returncode == 0, check.stdout + check.stderr
-    config = json.loads(tgt.path("/etc/kea/kea-dhcp4.conf").read_text())
+    # (Read through the link's target: the link is absolute inside the tree.)
+    config = json.loads(tgt.path("/var/lib/bootbrain/kea/kea-dhcp4.conf").read_text())
     assert config["Dhcp4"]["interfaces-config"]["interfaces"] == ["lo"], config
-    st = tgt.path("/etc/kea/kea-dhcp4.conf").stat()
+    scripts = [
+        lib["parameters"]["name"]
+        for lib in config["Dhcp4"].get("hooks-libraries", [])
+        if lib["library"].endswith("libdhcp_run_script.so")
+    ]
+    assert scripts, "no run_script hook in the deployed Kea configuration"
+    for script in scripts:
+        assert os.access(tgt.path(script), os.X_OK), f"Kea's lease hook {script} is not executable"
+    # Kea's path is a symlink into a directory bootbrain owns, so that bootbrain can
+    # replace the file atomically when reservations change.
+    link = tgt.path("/etc/kea/kea-dhcp4.conf")
+    assert link.is_symlink() and os.readlink(link) == "/var/lib/bootbrain/kea/kea-dhcp4.conf"
+    st = tgt.path("/var/lib/bootbrain/kea/kea-dhcp4.conf").stat()
     assert stat.S_IMODE(st.st_mode) == 0o640
     assert st.st_uid == tgt._ids("bootbrain", None)[0]
     tftpd = tgt.path("/etc/default/tftpd-hpa").read_text()

@@ -8,16 +8,25 @@ or earlier build output, because setuptools builds in-tree and would otherwise b
 litter the operator's checkout and ship modules left over in a stale ``build/``.
 ``SOURCE_DATE_EPOCH`` makes the wheel byte-for-byte reproducible, so an unchanged
 checkout gives an unchanged wheel and the role's copy task stays "ok".
+
+The build backend (pyproject's ``[build-system] requires``) is installed once into
+a virtualenv kept beside OUTDIR, keyed by those requirements, instead of into a
+fresh isolated environment on every run.
+
 Prints the path of the wheel as the last line of output.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 IGNORE = shutil.ignore_patterns(
@@ -42,24 +51,50 @@ IGNORE = shutil.ignore_patterns(
 EPOCH = "315532800"
 
 
+def build_env(checkout: Path, cache: Path, env: dict[str, str]) -> Path:
+    """A virtualenv with the build backend installed; its python."""
+    pyproject = tomllib.loads((checkout / "pyproject.toml").read_text())
+    requires = sorted(pyproject.get("build-system", {}).get("requires", ["setuptools"]))
+    key_data = json.dumps([sys.version, requires]).encode()
+    venv = cache / f"build-env-{hashlib.sha256(key_data).hexdigest()[:12]}"
+    python = venv / "bin" / "python"
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".build-env.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / ".ready").is_file():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            # `wheel`: setuptools before 70.1 needs it for bdist_wheel without isolation.
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "--quiet", *requires, "wheel"],
+                check=True,
+                env=env,
+                stdout=sys.stderr,
+            )
+            (venv / ".ready").write_text(json.dumps(requires) + "\n")
+    return python
+
+
 def main(checkout: Path, outdir: Path) -> int:
     if not (checkout / "pyproject.toml").is_file():
         print(f"{checkout} has no pyproject.toml: not a bootbrain checkout", file=sys.stderr)
         return 2
     outdir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    python = build_env(checkout, outdir.parent, env)
     with tempfile.TemporaryDirectory(prefix="bootbrain-build-") as scratch:
         src = Path(scratch) / "src"
         wheels = Path(scratch) / "wheels"
         shutil.copytree(checkout, src, ignore=IGNORE, symlinks=True)
-        env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH, PIP_DISABLE_PIP_VERSION_CHECK="1")
         subprocess.run(
             [
-                sys.executable,
+                str(python),
                 "-m",
                 "pip",
                 "wheel",
                 "--quiet",
                 "--no-deps",
+                "--no-build-isolation",
                 "--wheel-dir",
                 str(wheels),
                 str(src),
