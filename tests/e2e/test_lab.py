@@ -9,6 +9,7 @@ real iPXE ROMs / ``snponly.efi``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -149,10 +150,20 @@ def test_meta_is_fetched_and_posted(lab_net: lab.LabNetwork, lab_http: lab.StubH
     cmdline = lab.kernel_cmdline(
         ip=lab.ip_param(GUEST_IP, gateway=lab_net.address, hostname=HOSTNAME),
         meta_url=lab_http.url("/meta?token=abc"),
+        metajson_url=lab_http.url("/meta.json"),
         done_url=lab_http.url("/done"),
     )
     lab_http.route("/boot.ipxe", lab.ipxe_script(boot_script(lab_http, lab_net, cmdline)))
     lab_http.route("/meta", "role=db & tier=1 #x\nsecond line\n")
+    # Nested "hostname"/"ssh_keys" members must not be taken for the top-level ones;
+    # JSON escapes in the key's comment are decoded.
+    key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 "q"\\b/c & d'
+    document = {
+        "metadata": {"hostname": "nested", "ssh_keys": ["nested"]},
+        "hostname": "json-host",
+        "ssh_keys": [key, "second"],
+    }
+    lab_http.route("/meta.json", json.dumps(document, indent=2) + "\n")
     lab_http.route("/done", "ok\n")
     with start_dnsmasq(lab_net, lab_http):
         result = lab.boot(lab_net, mode=lab.Mode.BIOS)
@@ -161,6 +172,9 @@ def test_meta_is_fetched_and_posted(lab_net: lab.LabNetwork, lab_http: lab.StubH
     form = lab_http.find("/done", "POST")[0].form()
     assert form["meta"] == ["role=db & tier=1 #x"]
     assert form["ip"] == [f"{GUEST_IP}/24"]
+    assert form["meta_hostname"] == ["json-host"]
+    assert form["ssh_key"] == [key]
+    assert "BOOTBRAIN-LAB: metajson hostname=json-host" in result.text
 
 
 def test_dhcp_in_the_booted_os(lab_net: lab.LabNetwork, lab_http: lab.StubHTTPServer) -> None:

@@ -515,6 +515,7 @@ def kernel_cmdline(
     ip: str | None = None,
     done_url: str | None = None,
     meta_url: str | None = None,
+    metajson_url: str | None = None,
     initrd_name: str | None = INITRD_NAME,
     console: str = "ttyS0",
     hold: int | None = None,
@@ -534,6 +535,8 @@ def kernel_cmdline(
         words.append(ip)
     if meta_url:
         words.append(f"bootbrain.meta={meta_url}")
+    if metajson_url:
+        words.append(f"bootbrain.metajson={metajson_url}")
     if done_url:
         words.append(f"bootbrain.done={done_url}")
     if hold:

@@ -8,8 +8,18 @@
 #       <netmask> may be dotted or a prefix length; empty <iface> = eth0.
 #       ip=dhcp (or <autoconf> = dhcp/on/any) runs busybox udhcpc instead.
 #   bootbrain.meta=<url>   GET it first; its first line is POSTed as meta=
+#   bootbrain.metajson=<url>
+#                          GET it next: a JSON object; its top-level "hostname"
+#                          and the first string of its top-level "ssh_keys"
+#                          list are POSTed as meta_hostname= and ssh_key=
+#                          (empty when absent). Parsed with sed/awk, so the
+#                          document must be pretty-printed with two-space
+#                          indentation, one member or list item per line, as
+#                          Python's json.dumps(indent=2) writes it (bootbrain's
+#                          metadata.json); only the escapes \" \\ \/ are decoded.
 #   bootbrain.done=<url>   POST ip=<addr/prefix on iface>&hostname=&iface=
-#                          [&meta=] (application/x-www-form-urlencoded)
+#                          [&meta=][&meta_hostname=&ssh_key=]
+#                          (application/x-www-form-urlencoded)
 #   bootbrain.hold=<secs>  sleep before powering off (default 0)
 #   bootbrain.debug        keep kernel messages on the console, dump dmesg
 # URLs must not contain spaces (the kernel splits parameters on them).
@@ -57,6 +67,23 @@ urlencode() {
 }
 
 hex() { printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'; }
+
+# JSON string escapes \" \\ \/ decoded (stdin -> stdout); others stay as written.
+json_unescape() { sed 's|\\\(["\\/]\)|\1|g'; }
+
+# The top-level string member "$2" of the JSON document $1 (pretty-printed with
+# two-space indentation: see bootbrain.metajson above); empty if there is none.
+json_string() {
+    printf '%s\n' "$1" | sed -n "s/^  \"$2\": \"\(.*\)\",\{0,1\}\$/\1/p" | head -n 1 |
+        json_unescape
+}
+
+# The first item of the top-level list member "$2" of $1 if it is a string.
+json_first_string() {
+    printf '%s\n' "$1" | awk -v open="  \"$2\": [" '
+        found { if (sub(/^    "/, "")) { sub(/",?$/, ""); print }; exit }
+        $0 == open { found = 1 }' | json_unescape
+}
 
 # Dotted netmask (or prefix length) -> prefix length; empty -> class default.
 mask2prefix() {
@@ -106,12 +133,13 @@ mkdir -p /tmp /run /etc
 
 set -f
 cmdline=$(cat /proc/cmdline)
-ipconf='' done_url='' meta_url='' hold='' debug='' quiet_kernel=1
+ipconf='' done_url='' meta_url='' metajson_url='' hold='' debug='' quiet_kernel=1
 for arg in $cmdline; do
     case $arg in
         ip=*) ipconf=${arg#ip=} ;;
         bootbrain.done=*) done_url=${arg#bootbrain.done=} ;;
         bootbrain.meta=*) meta_url=${arg#bootbrain.meta=} ;;
+        bootbrain.metajson=*) metajson_url=${arg#bootbrain.metajson=} ;;
         bootbrain.hold=*) hold=${arg#bootbrain.hold=} ;;
         bootbrain.debug) debug=1; quiet_kernel='' ;;
         loglevel=* | debug | ignore_loglevel) quiet_kernel='' ;;
@@ -217,9 +245,25 @@ if [ -n "$meta_url" ]; then
     log "meta $meta"
 fi
 
+meta_hostname='' ssh_key=''
+if [ -n "$metajson_url" ]; then
+    log "GET $metajson_url"
+    if ! metajson=$(fetch timeout 20 wget -q -O- "$metajson_url"); then
+        finish fail "reason=metajson-failed url=$metajson_url"
+    fi
+    log "metajson $(printf '%s' "$metajson" | wc -c) bytes, $(printf '%s\n' "$metajson" | wc -l) lines"
+    meta_hostname=$(json_string "$metajson" hostname)
+    ssh_key=$(json_first_string "$metajson" ssh_keys)
+    log "metajson hostname=$meta_hostname"
+    log "metajson ssh_key=$ssh_key"
+fi
+
 if [ -n "$done_url" ]; then
     body="ip=$(urlencode "$actual")&hostname=$(urlencode "$hn")&iface=$(urlencode "$dev")"
     [ -n "$meta_url" ] && body="$body&meta=$(urlencode "$meta")"
+    if [ -n "$metajson_url" ]; then
+        body="$body&meta_hostname=$(urlencode "$meta_hostname")&ssh_key=$(urlencode "$ssh_key")"
+    fi
     log "POST $done_url $body"
     if ! resp=$(fetch timeout 20 wget -q -O- --post-data="$body" "$done_url"); then
         finish fail "reason=done-failed url=$done_url"
