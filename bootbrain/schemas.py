@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -133,6 +133,16 @@ Document = Annotated[
 State = Literal["new", "discovered", "ready", "provisioning", "deployed", "maintenance", "retired"]
 Kind = Literal["linux", "ipxe", "chain", "local", "menu"]
 Scope = Literal["read", "write"]
+
+
+class _FromRow(BaseModel):
+    """A response read straight off an ORM row's attributes."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, row: Any) -> Self:
+        return cls.model_validate(row)
 
 
 class _In(BaseModel):
@@ -362,7 +372,7 @@ class NetworkUpdate(_In):
     vlan_id: int | None = Field(default=None, ge=1, le=4094)
 
 
-class NetworkOut(BaseModel):
+class NetworkOut(_FromRow):
     id: int
     name: str
     cidr: str
@@ -372,18 +382,6 @@ class NetworkOut(BaseModel):
     vlan_id: int | None
     version: int
 
-    @classmethod
-    def of(cls, n: models.Network) -> NetworkOut:
-        return cls(
-            id=n.id,
-            name=n.name,
-            cidr=n.cidr,
-            gateway=n.gateway,
-            dns=list(n.dns),
-            domain=n.domain,
-            vlan_id=n.vlan_id,
-            version=n.version,
-        )
 
 
 # --- profiles ---------------------------------------------------------------------
@@ -566,7 +564,7 @@ class TokenIn(_In):
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 
-class TokenOut(BaseModel):
+class TokenOut(_FromRow):
     id: int
     name: str
     prefix: str
@@ -576,25 +574,13 @@ class TokenOut(BaseModel):
     last_used_at: datetime | None
     revoked_at: datetime | None
 
-    @classmethod
-    def of(cls, t: models.ApiToken) -> TokenOut:
-        return cls(
-            id=t.id,
-            name=t.name,
-            prefix=t.prefix,
-            scope=t.scope,
-            created_at=t.created_at,
-            expires_at=t.expires_at,
-            last_used_at=t.last_used_at,
-            revoked_at=t.revoked_at,
-        )
 
 
 class TokenCreated(TokenOut):
     token: str = Field(description="shown once; only its hash is stored")
 
 
-class EventOut(BaseModel):
+class EventOut(_FromRow):
     id: int
     at: datetime
     kind: str
@@ -604,18 +590,6 @@ class EventOut(BaseModel):
     message: str
     data: dict[str, Any]
 
-    @classmethod
-    def of(cls, e: models.Event) -> EventOut:
-        return cls(
-            id=e.id,
-            at=e.at,
-            kind=e.kind,
-            machine_id=e.machine_id,
-            mac=e.mac,
-            ip=e.ip,
-            message=e.message,
-            data=dict(e.data),
-        )
 
 
 class LeaseEventIn(_In):
