@@ -8,10 +8,12 @@ import json
 import logging
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, send_from_directory
 from sqlalchemy import text
+from werkzeug.wsgi import get_host
 
 from bootbrain import bootflow, inventory
 from bootbrain.boot import render
@@ -61,23 +63,69 @@ def bootstrap() -> Response:
     )
 
 
-@bp.get("/ipxe")
-def ipxe() -> Response:
-    """The script for this machine, now."""
-    raw = request.environ.get("QUERY_STRING", "").encode("latin-1", "replace")
-    if len(raw) > MAX_QUERY_BYTES:
-        bootflow.count_failure("oversized")
-        return ipxe_response(render.render_error("request too long", retry_seconds=None))
-    answer = bootflow.answer_ipxe(
-        _db(),
-        _settings(),
-        current_app.extensions["bootbrain.events"],
-        raw,
-        request.remote_addr,
-        _base_url(),
-        request.headers.get("User-Agent"),
-    )
-    return ipxe_response(answer.script)
+def ipxe_script(
+    app: Flask, raw_query: bytes, remote_addr: str | None, host_url: str, user_agent: str | None
+) -> str:
+    """The script for this machine, now — whatever goes wrong, a valid one."""
+    try:
+        if len(raw_query) > MAX_QUERY_BYTES:
+            bootflow.count_failure("oversized")
+            return render.render_error("request too long", retry_seconds=None)
+        settings: Settings = app.config["BOOTBRAIN"]
+        return bootflow.answer_ipxe(
+            app.extensions["bootbrain.db"],
+            settings,
+            app.extensions["bootbrain.events"],
+            raw_query,
+            remote_addr,
+            bootflow.base_url(settings, host_url),
+            user_agent,
+        ).script
+    except Exception:
+        log.exception("failure answering /ipxe")
+        bootflow.count_failure("exception")
+        return render.render_error("boot server error", retry_seconds=15)
+
+
+class IpxeFastPath:
+    """``GET /ipxe`` answered in plain WSGI, in front of Flask.
+
+    A boot storm is thousands of these in seconds, and Flask's request machinery was
+    about a third of each one's cost (bench/ipxe_storm.py: 630 → 890 req/s, p99 150 →
+    105 ms). Everything else — ``/boot.ipxe``, the completion callback, the API — goes
+    through Flask as usual.
+    """
+
+    def __init__(self, app: Flask, inner: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.inner = inner
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if environ.get("PATH_INFO") != "/ipxe" or method not in ("GET", "HEAD"):
+            return self.inner(environ, start_response)
+        host_url = (
+            f"{environ.get('wsgi.url_scheme', 'http')}://{get_host(environ)}"
+            f"{environ.get('SCRIPT_NAME', '')}/"
+        )
+        body = ipxe_script(
+            self.app,
+            environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
+            environ.get("REMOTE_ADDR"),
+            host_url,
+            environ.get("HTTP_USER_AGENT"),
+        ).encode()
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", f"{IPXE_MIMETYPE}; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [] if method == "HEAD" else [body]
 
 
 @bp.post("/boot/<token>/done")
@@ -213,3 +261,4 @@ def init_app(app: Flask) -> None:
 
     app.extensions["bootbrain.refusals"] = RefusalBudget()
     app.register_blueprint(bp)
+    app.wsgi_app = IpxeFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
