@@ -15,7 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -117,6 +117,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data_dir: Path = Path("/var/lib/bootbrain")
+    _secret: bytes | None = PrivateAttr(default=None)
     database_url: str = ""
     #: HMAC key for API and boot tokens. Required to serve; see :meth:`secret`.
     secret_key: str | None = None
@@ -173,7 +174,15 @@ class Settings(BaseModel):
         return self.data_dir / "secret_key"
 
     def secret(self) -> bytes:
-        """The configured secret, or the one ``bootbrain init`` wrote; never a default."""
+        """The configured secret, or the one ``bootbrain init`` wrote; never a default.
+
+        Read once: the boot hot path and the metadata routes ask for it per request.
+        """
+        if self._secret is None:
+            self._secret = self._read_secret()
+        return self._secret
+
+    def _read_secret(self) -> bytes:
         if self.secret_key:
             return self.secret_key.encode()
         try:
