@@ -211,12 +211,13 @@ def _apply_machine(s: Session, m: Machine, fields: dict[str, Any]) -> None:
         raise FieldError("address", "a machine on a static network needs an address")
     if m.address is not None and m.interface is None:
         m.interface = "eth0"
+    # An explicit null clears a list, as it does ssh_keys: the same as sending [].
     if "tags" in fields:
-        wanted = list(dict.fromkeys(fields["tags"]))
+        wanted = list(dict.fromkeys(fields["tags"] or []))
         keep = {t.tag: t for t in m.tags}
         m.tags = [keep.get(t) or MachineTag(tag=t) for t in wanted]
     if "nics" in fields:
-        nics = fields["nics"]
+        nics = fields["nics"] or []
         if nics and not any(n["boot"] for n in nics):
             nics = [dict(nics[0], boot=True), *nics[1:]]
         existing = {n.mac: n for n in m.nics}

@@ -153,6 +153,17 @@ def test_patch_replaces_nics_and_tags(api: Api) -> None:
     api.post("/machines", {"nics": [{"mac": "aa:bb:cc:dd:ee:01"}]}, expect=201)
 
 
+def test_null_clears_a_list_like_an_empty_one(api: Api) -> None:
+    m = api.post(
+        "/machines",
+        {"nics": [{"mac": "aa:bb:cc:dd:ee:21"}], "tags": ["a"], "ssh_keys": []},
+        expect=201,
+    ).json
+    out = api.patch(f"/machines/{m['id']}", {"nics": None, "tags": None}, expect=200).json
+    assert out["nics"] == []
+    assert out["tags"] == []
+
+
 def test_changes_are_recorded_as_events(api: Api) -> None:
     m = api.post("/machines", {"hostname": "n1"}, expect=201).json
     api.patch(f"/machines/{m['id']}", {"state": "ready"}, expect=200)
