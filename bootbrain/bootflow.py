@@ -71,8 +71,7 @@ def render_context(
 def decide_for(
     db: Database, settings: Settings, facts: Facts, *, register: bool
 ) -> tuple[Decision, MachineView | None]:
-    with db.quick_read() as conn:
-        found = lookup.lookup_for_boot(conn, facts, settings.default_profile)
+    found = lookup.lookup_for_boot(db.boot_reader, facts, settings.default_profile)
     if found.conflict:
         return conflict("the identity sent names more than one machine", found.conflict), None
     machine = found.machine

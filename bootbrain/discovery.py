@@ -125,5 +125,4 @@ def register_from_boot(db: Database, settings: Settings, facts: Facts) -> Machin
     )
     if machine_id is None:
         return None
-    with db.quick_read() as conn:
-        return lookup.load_machine(conn, machine_id)
+    return lookup.load_machine(db.boot_reader, machine_id)

@@ -17,7 +17,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from bootbrain import identity, lookup, schemas, security
 from bootbrain.boot import documents
 from bootbrain.boot import types as bt
-from bootbrain.db import Database
+from bootbrain.db import ConnectionReader, Database
 from bootbrain.errors import (
     AuthError,
     ConflictError,
@@ -521,7 +521,7 @@ ProfileChecker = Callable[[dict[str, Any], Callable[[str], bt.ProfileView | None
 
 def _profile_lookup(s: Session) -> Callable[[str], bt.ProfileView | None]:
     """Profiles by name as the boot core sees them, inside this transaction."""
-    return lambda name: lookup.profile_named(s.connection(), name)
+    return lambda name: lookup.profile_named(ConnectionReader(s.connection()), name)
 
 
 _OS_CONFIG_FIELDS = ("tags", "ssh_keys", "metadata", "user_data", "vendor_data")
@@ -830,7 +830,9 @@ def config_source(
     # The view /ipxe renders from (lookup.load_machine), so IPXE_BOOT_LINUX_IP_CONFIG
     # and network-config come from the same StaticNet through render.static_values.
     return bt.ConfigSource(
-        machine=lookup.load_machine(s.connection(), m.id) if m is not None else None,
+        machine=lookup.load_machine(ConnectionReader(s.connection()), m.id)
+        if m is not None
+        else None,
         machine_config=os_config_of(m) if m is not None else None,
         profile_name=profile_name,
         profile_config=os_config_of(profile) if profile is not None else None,

@@ -1,11 +1,12 @@
 """The boot decision's reads: identity → the frozen views :mod:`bootbrain.boot` decides on.
 
-This is the ``/ipxe`` hot path, so it is SQLAlchemy Core on one connection, not the
-ORM: one indexed query resolves every identity key the machine sent (so a conflict
-between two keys is seen, never guessed away), one query loads the machine with its
-profile, network, next-boot action, tags and MACs. Rules, the default profile and
-menu items are read only when the decision can need them. Compiled statements are
-cached by SQLAlchemy, so a boot costs two round trips and no ORM bookkeeping.
+This is the ``/ipxe`` hot path, so it is fixed SQLAlchemy Core statements read
+through a :class:`~bootbrain.db.Reader`, not the ORM. One statement resolves every
+identity key the machine sent (so a conflict between two keys is seen, never guessed
+away) and, for each key that names a machine, loads that machine with its profile,
+network, next-boot action, tags and MACs: a known machine's boot is one indexed
+round trip. Rules, the default profile and menu items are read only when the
+decision can need them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
+    Select,
     bindparam,
     func,
     literal,
@@ -30,6 +31,7 @@ from sqlalchemy.orm import aliased
 
 from bootbrain import identity
 from bootbrain.boot import types as bt
+from bootbrain.db import Reader, Row
 from bootbrain.models import Machine, MachineTag, Network, NextBoot, Nic, Profile, Rule
 
 _PROFILE_COLUMNS = (
@@ -52,7 +54,6 @@ class Lookup:
     rules: tuple[bt.RuleView, ...]
     default: bt.ProfileView | None
     conflict: tuple[int, ...] = ()
-    matched_by: str | None = None
 
 
 _KEYS = ("uuid", "mac", "serial", "board_serial")
@@ -104,19 +105,6 @@ def _identity_params(facts: bt.Facts) -> dict[str, str]:
     return params
 
 
-def resolve(conn: Connection, facts: bt.Facts) -> tuple[dict[str, int], tuple[int, ...]]:
-    """Which machine each identity key names, and the distinct machines named."""
-    params = _identity_params(facts)
-    present = tuple(k for k in _KEYS if k in params)
-    if not present:
-        return {}, ()
-    by_key: dict[str, list[int]] = {}
-    for key, machine_id in conn.execute(_identity_query(present), params):
-        by_key.setdefault(key, []).append(machine_id)
-    found = {k: ids[0] for k, ids in by_key.items() if len(ids) == 1}
-    return found, tuple(sorted(set(found.values())))
-
-
 _assigned = aliased(Profile, name="assigned")
 _action = aliased(Profile, name="action")
 
@@ -132,53 +120,67 @@ def _joined(column: Any, dialect: str) -> Any:
     return agg(column, literal_column("' '"))
 
 
-@functools.cache
-def _machine_query(dialect: str) -> Any:
-    return (
-        select(
-            Machine.id,
-            Machine.hostname,
-            Machine.state,
-            Machine.uuid,
-            Machine.serial,
-            Machine.manufacturer,
-            Machine.product,
-            Machine.asset_tag,
-            Machine.address,
-            Machine.interface,
-            Network.cidr,
-            Network.gateway,
-            Network.dns,
-            Network.domain,
-            NextBoot.expires_at.label("nb_expires_at"),
-            select(_joined(MachineTag.tag, dialect))
-            .where(MachineTag.machine_id == Machine.id)
-            .scalar_subquery()
-            .label("tag_list"),
-            select(_joined(Nic.mac, dialect))
-            .where(Nic.machine_id == Machine.id)
-            .scalar_subquery()
-            .label("mac_list"),
-            *_profile_cols(_assigned, "p_"),
-            *_profile_cols(_action, "a_"),
-        )
-        .outerjoin(_assigned, _assigned.id == Machine.profile_id)
+def _machine_select(dialect: str, base: Any = None, *extra: Any) -> Any:
+    """The machine's row with everything the decision reads; ``base`` is the FROM
+    clause that yields ``machine`` (the table itself, or the identity hits joined to it)."""
+    if base is None:
+        base = Machine.__table__
+    joined = (
+        base.outerjoin(_assigned, _assigned.id == Machine.profile_id)
         .outerjoin(Network, Network.id == Machine.network_id)
         .outerjoin(NextBoot, NextBoot.machine_id == Machine.id)
         .outerjoin(_action, _action.id == NextBoot.profile_id)
-        .where(Machine.id == bindparam("machine_id"))
     )
+    return select(
+        *extra,
+        Machine.id,
+        Machine.hostname,
+        Machine.state,
+        Machine.uuid,
+        Machine.serial,
+        Machine.manufacturer,
+        Machine.product,
+        Machine.asset_tag,
+        Machine.address,
+        Machine.interface,
+        Network.cidr,
+        Network.gateway,
+        Network.dns,
+        Network.domain,
+        NextBoot.expires_at.label("nb_expires_at"),
+        select(_joined(MachineTag.tag, dialect))
+        .where(MachineTag.machine_id == Machine.id)
+        .scalar_subquery()
+        .label("tag_list"),
+        select(_joined(Nic.mac, dialect))
+        .where(Nic.machine_id == Machine.id)
+        .scalar_subquery()
+        .label("mac_list"),
+        *_profile_cols(_assigned, "p_"),
+        *_profile_cols(_action, "a_"),
+    ).select_from(joined)
 
 
-def _profile_of(
-    conn: Connection, row: Mapping[Any, Any], prefix: str = ""
-) -> bt.ProfileView | None:
+@functools.cache
+def _machine_query(dialect: str) -> Any:
+    return _machine_select(dialect).where(Machine.id == bindparam("machine_id"))
+
+
+@functools.cache
+def _boot_query(present: tuple[str, ...], dialect: str) -> Any:
+    """Per identity key that names a machine: the key, and that machine's full row."""
+    hits = _identity_query(present).subquery("hits")
+    base = hits.join(Machine, Machine.id == hits.c.id)
+    return _machine_select(dialect, base, hits.c.key.label("hit_key"))
+
+
+def _profile_of(reader: Reader, row: Row, prefix: str = "") -> bt.ProfileView | None:
     if row[f"{prefix}name"] is None:
         return None
     menu = None
     raw_menu = row[f"{prefix}menu"]
     if row[f"{prefix}kind"] == "menu" and raw_menu:
-        menu = _menu_of(conn, raw_menu)
+        menu = _menu_of(reader, raw_menu)
     return bt.ProfileView(
         name=row[f"{prefix}name"],
         kind=row[f"{prefix}kind"],
@@ -193,18 +195,10 @@ def _profile_of(
     )
 
 
-def _menu_of(conn: Connection, menu: Mapping[Any, Any]) -> bt.MenuView:
-    names = [i["profile"] for i in menu.get("items", [])]
-    targets = {
-        r.name: r
-        for r in conn.execute(
-            select(*[getattr(Profile, c) for c in _PROFILE_COLUMNS]).where(Profile.name.in_(names))
-        )
-    }
+def _menu_of(reader: Reader, menu: Mapping[str, Any]) -> bt.MenuView:
     items = []
     for item in menu.get("items", []):
-        target = targets.get(item["profile"])
-        profile = _profile_of(conn, target._mapping) if target is not None else None
+        profile = profile_named(reader, item["profile"])
         if profile is not None and profile.kind != "menu":
             items.append(bt.MenuItem(key=item["key"], label=item["label"], profile=profile))
     return bt.MenuView(
@@ -212,11 +206,12 @@ def _menu_of(conn: Connection, menu: Mapping[Any, Any]) -> bt.MenuView:
     )
 
 
-def load_machine(conn: Connection, machine_id: int) -> bt.MachineView | None:
-    row = conn.execute(_machine_query(conn.dialect.name), {"machine_id": machine_id}).first()
-    if row is None:
-        return None
-    r = row._mapping
+def load_machine(reader: Reader, machine_id: int) -> bt.MachineView | None:
+    rows = reader.rows(_machine_query(reader.dialect), {"machine_id": machine_id})
+    return _machine_of(reader, rows[0]) if rows else None
+
+
+def _machine_of(reader: Reader, r: Row) -> bt.MachineView:
     static = None
     if r["cidr"] is not None and r["address"] is not None:
         net = IPv4Network(r["cidr"])
@@ -230,7 +225,7 @@ def load_machine(conn: Connection, machine_id: int) -> bt.MachineView | None:
             hostname=r["hostname"],
             interface=r["interface"] or "eth0",
         )
-    action = _profile_of(conn, r, "a_")
+    action = _profile_of(reader, r, "a_")
     return bt.MachineView(
         id=r["id"],
         hostname=r["hostname"],
@@ -241,7 +236,7 @@ def load_machine(conn: Connection, machine_id: int) -> bt.MachineView | None:
         manufacturer=r["manufacturer"],
         product=r["product"],
         asset_tag=r["asset_tag"],
-        profile=_profile_of(conn, r, "p_"),
+        profile=_profile_of(reader, r, "p_"),
         next_boot=bt.NextBootView(profile=action, expires_at=r["nb_expires_at"])
         if action is not None
         else None,
@@ -250,8 +245,8 @@ def load_machine(conn: Connection, machine_id: int) -> bt.MachineView | None:
     )
 
 
-def _rule_of(conn: Connection, row: Mapping[Any, Any]) -> bt.RuleView:
-    profile = _profile_of(conn, row, "p_")
+def _rule_of(reader: Reader, row: Row) -> bt.RuleView:
+    profile = _profile_of(reader, row, "p_")
     assert profile is not None  # rule.profile_id is NOT NULL
     return bt.RuleView(
         id=row["id"],
@@ -266,59 +261,82 @@ def _rule_of(conn: Connection, row: Mapping[Any, Any]) -> bt.RuleView:
     )
 
 
+_SELECTORS = ("manufacturer", "product", "buildarch", "platform")
+
+
+@functools.cache
+def _rules_query() -> Select[Any]:
+    p = aliased(Profile, name="rule_profile")
+    # ``col = NULL`` is never true: an absent fact matches only rules without that selector.
+    return (
+        select(
+            Rule.id,
+            Rule.name,
+            Rule.priority,
+            Rule.manufacturer,
+            Rule.product,
+            Rule.buildarch,
+            Rule.platform,
+            Rule.tags,
+            *_profile_cols(p, "p_"),
+        )
+        .join(p, p.id == Rule.profile_id)
+        .where(
+            *(
+                or_(getattr(Rule, name).is_(None), getattr(Rule, name) == bindparam(name))
+                for name in _SELECTORS
+            )
+        )
+        .order_by(Rule.id)
+    )
+
+
 def candidate_rules(
-    conn: Connection, facts: bt.Facts | None, machine: bt.MachineView | None
+    reader: Reader, facts: bt.Facts, machine: bt.MachineView | None
 ) -> tuple[bt.RuleView, ...]:
     """Rules that could match, filtered in SQL; the decision has the last word."""
-    p = aliased(Profile, name="rule_profile")
-    stmt = select(
-        Rule.id,
-        Rule.name,
-        Rule.priority,
-        Rule.manufacturer,
-        Rule.product,
-        Rule.buildarch,
-        Rule.platform,
-        Rule.tags,
-        *_profile_cols(p, "p_"),
-    ).join(p, p.id == Rule.profile_id)
-    if facts is not None:
-        for col, value in (
-            (Rule.manufacturer, facts.manufacturer or (machine.manufacturer if machine else None)),
-            (Rule.product, facts.product or (machine.product if machine else None)),
-            (Rule.buildarch, facts.buildarch),
-            (Rule.platform, facts.platform),
-        ):
-            stmt = stmt.where(or_(col.is_(None), col == value) if value else col.is_(None))
-    return tuple(_rule_of(conn, r._mapping) for r in conn.execute(stmt.order_by(Rule.id)))
+    params = {
+        "manufacturer": facts.manufacturer or (machine.manufacturer if machine else None),
+        "product": facts.product or (machine.product if machine else None),
+        "buildarch": facts.buildarch,
+        "platform": facts.platform,
+    }
+    rows = reader.rows(_rules_query(), {k: v or None for k, v in params.items()})
+    return tuple(_rule_of(reader, r) for r in rows)
 
 
-def profile_named(conn: Connection, name: str) -> bt.ProfileView | None:
+@functools.cache
+def _profile_query() -> Select[Any]:
+    return select(*[getattr(Profile, c) for c in _PROFILE_COLUMNS]).where(
+        Profile.name == bindparam("name")
+    )
+
+
+def profile_named(reader: Reader, name: str) -> bt.ProfileView | None:
     if not name:
         return None
-    row = conn.execute(
-        select(*[getattr(Profile, c) for c in _PROFILE_COLUMNS]).where(Profile.name == name)
-    ).first()
-    return _profile_of(conn, row._mapping) if row is not None else None
+    rows = reader.rows(_profile_query(), {"name": name})
+    return _profile_of(reader, rows[0]) if rows else None
 
 
-def lookup_for_boot(conn: Connection, facts: bt.Facts, default_profile: str) -> Lookup:
-    """Everything the decision needs for these facts, in as few round trips as possible."""
-    found, ids = resolve(conn, facts)
+def lookup_for_boot(reader: Reader, facts: bt.Facts, default_profile: str) -> Lookup:
+    """Everything the decision needs for these facts; one round trip for a machine
+    with a profile."""
+    params = _identity_params(facts)
+    present = tuple(k for k in _KEYS if k in params)
+    rows = reader.rows(_boot_query(present, reader.dialect), params) if present else []
+    by_key: dict[str, list[int]] = {}
+    row_of: dict[int, Row] = {}
+    for r in rows:
+        by_key.setdefault(r["hit_key"], []).append(r["id"])
+        row_of[r["id"]] = r
+    # A key naming two machines (a shared chassis serial) identifies nothing; two keys
+    # naming two machines is a conflict.
+    ids = sorted({found[0] for found in by_key.values() if len(found) == 1})
     if len(ids) > 1:
-        return Lookup(None, (), None, conflict=ids)
-    machine = load_machine(conn, ids[0]) if ids else None
-    return _complete(conn, facts, machine, default_profile, next(iter(found), None))
-
-
-def _complete(
-    conn: Connection,
-    facts: bt.Facts | None,
-    machine: bt.MachineView | None,
-    default_profile: str,
-    matched_by: str | None,
-) -> Lookup:
-    needs_more = machine is None or machine.profile is None
-    rules = candidate_rules(conn, facts, machine) if needs_more else ()
-    default = profile_named(conn, default_profile) if needs_more else None
-    return Lookup(machine, rules, default, matched_by=matched_by)
+        return Lookup(None, (), None, conflict=tuple(ids))
+    machine = _machine_of(reader, row_of[ids[0]]) if ids else None
+    if machine is not None and machine.profile is not None:
+        return Lookup(machine, (), None)
+    rules = candidate_rules(reader, facts, machine)
+    return Lookup(machine, rules, profile_named(reader, default_profile))

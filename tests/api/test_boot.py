@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from bootbrain.models import Boot, Machine, NextBoot, utcnow
 from tests.conftest import Api
@@ -247,6 +247,41 @@ def test_database_down_still_gets_a_script(client: FlaskClient, app: Flask) -> N
     assert text.startswith("#!ipxe\n")
     assert "sleep" in text
     assert "Traceback" not in text
+
+
+def test_a_change_is_seen_by_the_next_boot(
+    api: Api, client: FlaskClient, inventory: dict
+) -> None:
+    """The boot path keeps its connection open between requests; it must not keep a
+    stale view of the inventory with it."""
+    assert "# bootbrain: assigned -> profile disk\n" in boot(client)
+    api.patch(f"/machines/{inventory['id']}", {"profile": "installer"}, expect=200)
+    script = boot(client)
+    assert "# bootbrain: assigned -> profile installer\n" in script
+    assert "http://bootbrain.test/assets/vmlinuz" in script
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_boot_survives_the_database_closing_its_connection(
+    client: FlaskClient, app: Flask, inventory: dict
+) -> None:
+    """No pre-ping on the boot path: a connection the server closed (a restart, an
+    idle timeout, a failover) fails once and is retried on a fresh one."""
+    first = boot(client)
+    db = app.extensions["bootbrain.db"]
+    with db.engine.connect() as admin:
+        closed = admin.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert closed >= 1  # the boot path's connection among them
+    second = boot(client)
+    assert "inventory unavailable" not in second
+    assert second == first
+    assert "set IPXE_BOOT_LINUX_IP_CONFIG ip=10.200.0.50::10.200.0.1" in second
 
 
 def test_discovery_registers_unknown_machines(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
