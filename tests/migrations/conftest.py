@@ -19,7 +19,8 @@ def alembic_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[E
     if request.param == "sqlite":
         engine = make_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
     else:
-        engine = make_engine(pg_url().replace("bootbrain_test", "bootbrain_bench"))
+        # A scratch database of its own: the schema is dropped and rebuilt per test.
+        engine = make_engine(pg_url().replace("bootbrain_test", "bootbrain_migrations"))
         with engine.begin() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE"))
             conn.execute(text("CREATE SCHEMA public"))
