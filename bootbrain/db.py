@@ -93,6 +93,7 @@ class _Compiled:
     sql: str
     positions: tuple[str, ...] | None  # parameter names in order, for positional drivers
     fixed: dict[str, Any]  # literal values the statement binds itself
+    names: tuple[str, ...]  # result keys, as SQLAlchemy's rows would have them
     processors: tuple[Callable[[Any], Any] | None, ...]
 
 
@@ -129,7 +130,9 @@ class BootReader:
             col.type.dialect_impl(dialect).result_processor(dialect, None)
             for col in stmt.selected_columns
         )
-        found = _Compiled(compiled.string, positions, dict(compiled.params), processors)
+        names = tuple(stmt.selected_columns.keys())
+        assert len(set(names)) == len(names), f"duplicate result names in {names}"
+        found = _Compiled(compiled.string, positions, dict(compiled.params), names, processors)
         if len(self._compiled) > 256:  # statements are meant to be few and fixed
             self._compiled.clear()
         self._compiled[stmt] = found
@@ -161,7 +164,6 @@ class BootReader:
             cursor = conn.cursor()
             try:
                 cursor.execute(c.sql, args)
-                names = [d[0] for d in cursor.description]
                 data = cursor.fetchall()
             except self._dbapi_error as e:
                 gone = self.engine.dialect.is_disconnect(
@@ -172,7 +174,9 @@ class BootReader:
                     continue
                 raise DBAPIError.instance(c.sql, args, e, self._dbapi_error) from e
             cursor.close()
-            procs = c.processors
+            # Names come from the statement: psycopg builds cursor.description afresh
+            # on every call, which cost as much as the rest of the read.
+            names, procs = c.names, c.processors
             return [
                 {
                     n: (p(v) if p is not None else v)
