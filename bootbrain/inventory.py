@@ -791,7 +791,9 @@ def write_batch(
                     last_seen_ip=bindparam("ip"),
                     updated_at=machines.c.updated_at,  # last-seen is not an operator change
                 ),
-                [{"machine_id": m, "at": at, "ip": ip} for m, (at, ip) in seen.items()],
+                # In id order: brains (and a host's workers) writing overlapping batches
+                # then lock rows in the same order and wait, instead of deadlocking.
+                [{"machine_id": m, "at": at, "ip": ip} for m, (at, ip) in sorted(seen.items())],
             )
 
 

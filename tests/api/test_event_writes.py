@@ -1,0 +1,79 @@
+"""The event writer's batches, as several workers (or brains) write them at once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from bootbrain import inventory
+from bootbrain.db import Database
+from bootbrain.models import Event, Machine, utcnow
+
+
+def _batch(ids: list[int], at: datetime) -> tuple[list[dict[str, Any]], dict[int, Any]]:
+    events = [
+        {
+            "at": at,
+            "kind": "boot",
+            "machine_id": i,
+            "mac": None,
+            "ip": "10.0.0.9",
+            "message": "assigned",
+            "data": {},
+        }
+        for i in ids
+    ]
+    return events, {i: (at, "10.0.0.9") for i in ids}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_overlapping_batches_do_not_deadlock(db_url: str) -> None:
+    """Each worker's writer updates last-seen for the machines it answered: a boot
+    storm on a small inventory gives every writer the same machines, in different
+    orders. PostgreSQL must see them wait for each other, never deadlock."""
+    db = Database(db_url)
+    now = utcnow()
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(Machine),
+            [
+                {
+                    "id": i,
+                    "hostname": f"m{i}",
+                    "state": "ready",
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                }
+                for i in range(1, 201)
+            ],
+        )
+    ids = list(range(1, 201))
+    failures: list[BaseException] = []
+
+    def writer(order: list[int]) -> None:
+        try:
+            for _ in range(15):
+                events, seen = _batch(order, utcnow())
+                inventory.write_batch(db, events, [], seen)
+        except BaseException as e:  # reported by the assertion below
+            failures.append(e)
+
+    threads = [
+        threading.Thread(target=writer, args=(order,))
+        for order in (ids, ids[::-1], ids[100:] + ids[:100], ids[::-1])
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not failures, failures[0]
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Event)) == 4 * 15 * 200
+        assert s.scalar(select(func.count()).where(Machine.last_seen_at.is_(None))) == 0
+    db.dispose()
