@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 from sqlalchemy import insert, text
@@ -126,6 +127,15 @@ def fill(url: str, n: int) -> None:
             conn.execute(
                 insert(Nic), [{"machine_id": i, "mac": mac_of(i), "boot": True} for i in ids]
             )
+    # A real inventory is not bulk-loaded seconds before a boot storm: settle the
+    # tables first, or autovacuum and fresh statistics compete with the measurement.
+    raw: Any = db.engine.raw_connection().driver_connection  # outside any transaction
+    if db.is_sqlite:  # in autocommit already (bootbrain.db sets it on connect)
+        raw.execute("ANALYZE")
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    else:
+        raw.autocommit = True
+        raw.execute("VACUUM ANALYZE")
     db.dispose()
 
 
