@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from bootbrain import inventory, migrate, schemas
 from bootbrain.config import MissingSecretError, Settings, load_settings
 from bootbrain.db import Database
-from bootbrain.errors import BootbrainError, ConflictError, FieldError, NotFoundError
+from bootbrain.errors import AuthError, BootbrainError, ConflictError, FieldError, NotFoundError
 
 ACTOR = "cli"
 
@@ -223,6 +223,26 @@ def token_list(ctx: Ctx, /, as_json: bool) -> None:
         as_json,
         ["id", "name", "prefix", "scope", "expires_at", "last_used_at", "revoked_at"],
     )
+
+
+@token.command("check")
+@click.argument("token_file", type=click.File("r"))
+@pass_ctx
+def token_check(ctx: Ctx, /, token_file: Any) -> None:
+    """Exit 0 if the token in TOKEN_FILE opens this inventory, 1 if not.
+
+    Read from a file so the secret stays off the process list. For deployment tools:
+    a token file kept from another database (a move from SQLite to PostgreSQL, a
+    restored backup) is not a token this inventory knows.
+    """
+    try:
+        principal = inventory.authenticate(
+            ctx.db, ctx.secret(), token_file.read().strip(), write=False
+        )
+    except AuthError as e:
+        click.echo(f"token not valid here: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"token {principal.name} (scope {principal.scope}) is valid")
 
 
 @token.command("revoke")

@@ -21,7 +21,7 @@ port=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $3}')
 psql_as_postgres() { su postgres -s /bin/sh -c "psql -q -p $port -v ON_ERROR_STOP=1 $*"; }
 psql_as_postgres "-tAc \"SELECT 1 FROM pg_roles WHERE rolname='bootbrain'\"" | grep -q 1 ||
   psql_as_postgres "-c \"CREATE ROLE bootbrain LOGIN PASSWORD 'bootbrain' CREATEDB\""
-for db in bootbrain_test bootbrain_migrations bootbrain_bench; do
+for db in bootbrain_test bootbrain_migrations bootbrain_ansible bootbrain_bench; do
   psql_as_postgres "-tAc \"SELECT 1 FROM pg_database WHERE datname='$db'\"" | grep -q 1 ||
     psql_as_postgres "-c \"CREATE DATABASE $db OWNER bootbrain\""
 done

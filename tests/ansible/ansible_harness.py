@@ -506,7 +506,9 @@ def wheelhouse(log: Path | None = None) -> tuple[Path, float]:
     inside the tree and a converge does not depend on PyPI's speed.
     """
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    deps = sorted(project.get("dependencies", []))
+    # With the PostgreSQL driver: one converge moves the host to PostgreSQL.
+    extras = project.get("optional-dependencies", {}).get("postgresql", [])
+    deps = sorted([*project.get("dependencies", []), *extras])
     key = hashlib.sha256(json.dumps([sys.version_info[:2], deps]).encode()).hexdigest()[:16]
     house = CACHE / f"wheelhouse-{key}"
     with locked(CACHE / ".lock"):

@@ -189,30 +189,35 @@ def test_services_answer_through_nginx(
         timings.append(("verify (start gunicorn + nginx, HTTP checks)", time.monotonic() - started))
 
 
-def _check_through_nginx(scenario: Scenario) -> None:
+def _start_gunicorn(scenario: Scenario, log_name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """gunicorn, exactly as bootbrain.service describes it, answering /healthz."""
     tgt = scenario.target
-    work = tgt.work
-
-    # gunicorn, exactly as bootbrain.service describes it.
     unit = harness.parse_unit(tgt.path("/etc/systemd/system/bootbrain.service").read_text())
     assert unit.user == "bootbrain"
     run_dir = tgt.path("/run/bootbrain")  # RuntimeDirectory=, which systemd would create
     run_dir.mkdir(mode=0o755, exist_ok=True)
     uid, gid, _ = tgt._ids(unit.user, unit.group)
     os.chown(run_dir, uid, gid)
-    gunicorn_log = work / "gunicorn.log"
+    log = tgt.work / log_name
     gunicorn = tgt.start(
         unit.exec_start,
-        log=gunicorn_log,
+        log=log,
         user=unit.user,
         group=unit.group,
         env=unit.environment,
         cwd=unit.working_directory,
     )
     direct = harness.wait_for_http(
-        f"http://127.0.0.1:{scenario.gunicorn_port}/healthz", gunicorn, gunicorn_log
+        f"http://127.0.0.1:{scenario.gunicorn_port}/healthz", gunicorn, log
     )
     assert direct.status == 200, direct
+    return gunicorn, log
+
+
+def _check_through_nginx(scenario: Scenario) -> None:
+    tgt = scenario.target
+    work = tgt.work
+    gunicorn, gunicorn_log = _start_gunicorn(scenario, "gunicorn.log")
 
     # nginx, as Debian's nginx.service starts it, but in the foreground so we own it.
     nginx_unit = harness.parse_unit(tgt.path("/lib/systemd/system/nginx.service").read_text())
@@ -345,16 +350,16 @@ def test_switch_to_kea(
         timeout=300,
     )
     assert build.returncode == 0, build.stderr
-    run = scenario.converge(
-        extra={
-            "bootbrain_install_source": "wheel",
-            "bootbrain_wheel_path": build.stdout.splitlines()[-1],
-            "bootbrain_dhcp_server": "kea",
-            "bootbrain_kea_subnet": "127.0.0.0/8",
-            "bootbrain_kea_pool_start": "127.0.0.100",
-            "bootbrain_kea_pool_end": "127.0.0.199",
-        }
-    )
+    kea = {
+        "bootbrain_install_source": "wheel",
+        "bootbrain_wheel_path": build.stdout.splitlines()[-1],
+        "bootbrain_dhcp_server": "kea",
+        "bootbrain_kea_subnet": "127.0.0.0/8",
+        "bootbrain_kea_pool_start": "127.0.0.100",
+        "bootbrain_kea_pool_end": "127.0.0.199",
+    }
+    run = scenario.converge(extra=kea)
+    scenario.vars.update(kea)  # the host stays on Kea for what follows
     timings.append(("converge switching dnsmasq to Kea", run.seconds))
     (scenario.target.work / "converge-kea.log").write_text(run.output)
     scenario.target.harvest_apt_archives()
@@ -393,3 +398,55 @@ def test_switch_to_kea(
     )
     for path in ("/etc/bootbrain/leasehook-token", "/etc/bootbrain/leasehook.conf"):
         assert tgt.path(path).stat().st_gid == kea_gid, f"Kea's hook user cannot read {path}"
+
+
+def test_move_to_postgresql(
+    scenario: Scenario, second_converge: harness.PlaybookRun, timings: list[tuple[str, float]]
+) -> None:
+    """After Kea: the same host moved from SQLite to PostgreSQL, as an operator who
+    outgrows one boot host does. The schema is created there, and the kept token files,
+    whose tokens the new inventory has never seen, are replaced by ones it knows."""
+    from sqlalchemy import text
+
+    from bootbrain.db import make_engine
+    from tests.conftest import pg_url
+
+    url = pg_url().replace("bootbrain_test", "bootbrain_ansible")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    tgt = scenario.target
+    kept = {
+        name: tgt.path(f"/etc/bootbrain/{name}").read_text()
+        for name in ("api-token", "leasehook-token")
+    }
+    run = scenario.converge(extra={"bootbrain_database_url": url})
+    timings.append(("converge moving to PostgreSQL", run.seconds))
+    (tgt.work / "converge-postgresql.log").write_text(run.output)
+    assert run.returncode == 0, run.tail(80)
+    assert url not in run.output, "the database URL, password and all, is in the output"
+    for name, before in kept.items():
+        assert tgt.path(f"/etc/bootbrain/{name}").read_text() != before, f"{name} was kept"
+
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        names = list(conn.execute(text("SELECT name FROM api_token")).scalars())
+    engine.dispose()
+    assert any(n.startswith("ansible-target-") for n in names), names
+    assert any(n.startswith("leasehook-target-") for n in names), names
+
+    gunicorn, log = _start_gunicorn(scenario, "gunicorn-postgresql.log")
+    try:
+        base = f"http://127.0.0.1:{scenario.gunicorn_port}"
+        token = tgt.path("/etc/bootbrain/api-token").read_text().strip()
+        tokens = harness.http_get(
+            f"{base}/api/v1/tokens", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert tokens.status == 200, (tokens, harness._tail(log))
+        script = harness.http_get(f"{base}/ipxe?mac=52-54-00-a1-b2-c4&buildarch=x86_64")
+        assert script.status == 200 and script.body.startswith(b"#!ipxe\n"), script
+        assert b"inventory unavailable" not in script.body, script.body
+        assert gunicorn.poll() is None
+    finally:
+        tgt.stop_all()

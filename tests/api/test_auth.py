@@ -93,3 +93,37 @@ def test_machine_routes_need_no_token(client: FlaskClient) -> None:
     resp = client.get("/boot.ipxe")
     assert resp.status_code == 200
     assert resp.data.startswith(b"#!ipxe\n")
+
+
+def test_token_check_tells_a_kept_token_from_one_this_inventory_lacks(
+    app: Flask, tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """What the Ansible role asks before it keeps a token file: after a move to another
+    database, the file's token opens nothing and must be replaced."""
+    from click.testing import CliRunner
+
+    from bootbrain.cli import main
+    from tests.conftest import make_token
+
+    settings = app.config["BOOTBRAIN"]
+    (tmp_path / "c.toml").write_text("")
+    monkeypatch.setenv("BOOTBRAIN_CONFIG", str(tmp_path / "c.toml"))
+    monkeypatch.setenv("BOOTBRAIN_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("BOOTBRAIN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BOOTBRAIN_SECRET_KEY", settings.secret_key)
+    runner = CliRunner()
+    kept = tmp_path / "api-token"
+
+    kept.write_text(make_token(app, "kept", "write") + "\n")
+    out = runner.invoke(main, ["token", "check", str(kept)])
+    assert out.exit_code == 0, out.output
+    assert "token kept (scope write) is valid" in out.output
+
+    kept.write_text("bbt_0123abcd_" + "x" * 43 + "\n")  # well formed, from elsewhere
+    out = runner.invoke(main, ["token", "check", str(kept)])
+    assert out.exit_code == 1
+    assert "unknown token" in out.output
+    assert "x" * 43 not in out.output
+
+    out = runner.invoke(main, ["token", "check", str(tmp_path / "missing")])
+    assert out.exit_code == 2
