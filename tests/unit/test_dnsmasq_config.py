@@ -226,7 +226,10 @@ def fake_dnsmasq(tmp_path: Path) -> Any:
     """A process whose name is dnsmasq (a copy of sleep): SIGHUP ends it, visibly."""
     exe = tmp_path / "dnsmasq"
     shutil.copy("/bin/sleep", exe)
-    proc = subprocess.Popen([str(exe), "60"])
+    # SIGHUP's default action, whatever the test run inherited (nohup ignores it).
+    proc = subprocess.Popen(
+        [str(exe), "60"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    )
     pid_file = tmp_path / "dnsmasq.pid"
     pid_file.write_text(f"{proc.pid}\n")
     yield proc, pid_file
