@@ -196,6 +196,12 @@ def upgrade() -> None:
         sa.Column("message", sa.Text(), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
         sa.Column("ref", sa.String(length=64), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["machine_id"],
+            ["machine.id"],
+            name=op.f("fk_event_machine_id_machine"),
+            ondelete="SET NULL",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_event")),
         sa.UniqueConstraint("ref", name=op.f("uq_event_ref")),
     )
