@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from bootbrain import identity, lookup, schemas, security
-from bootbrain.boot import documents
+from bootbrain import identity, lookup, profiles, schemas, security
 from bootbrain.boot import types as bt
 from bootbrain.db import ConnectionReader, Database
 from bootbrain.errors import (
@@ -211,13 +210,12 @@ def _apply_machine(s: Session, m: Machine, fields: dict[str, Any]) -> None:
         raise FieldError("address", "a machine on a static network needs an address")
     if m.address is not None and m.interface is None:
         m.interface = "eth0"
-    # An explicit null clears a list, as it does ssh_keys: the same as sending [].
     if "tags" in fields:
-        wanted = list(dict.fromkeys(fields["tags"] or []))
+        wanted = list(dict.fromkeys(fields["tags"]))
         keep = {t.tag: t for t in m.tags}
         m.tags = [keep.get(t) or MachineTag(tag=t) for t in wanted]
     if "nics" in fields:
-        nics = fields["nics"] or []
+        nics = fields["nics"]
         if nics and not any(n["boot"] for n in nics):
             nics = [dict(nics[0], boot=True), *nics[1:]]
         existing = {n.mac: n for n in m.nics}
@@ -232,27 +230,20 @@ def _apply_machine(s: Session, m: Machine, fields: dict[str, Any]) -> None:
     if fields.keys() & affects_documents:
         # The templates this machine's OS gets with its assigned profile, rendered once.
         context = os_config_of(m.profile) if m.profile else bt.OsConfig()
-        _check_documents(os_config_of(m), context)
+        profiles.check_documents(os_config_of(m), context)
 
 
 def _apply_os_config(obj: Machine | Profile, fields: dict[str, Any]) -> None:
     """The booted OS's configuration: API names onto columns (``metadata`` is ``meta``)."""
     if "ssh_keys" in fields:
-        obj.ssh_keys = list(fields["ssh_keys"] or [])
+        obj.ssh_keys = list(fields["ssh_keys"])
     if "metadata" in fields:
-        obj.meta = dict(fields["metadata"] or {})
+        obj.meta = dict(fields["metadata"])
     for name in ("user_data", "vendor_data"):
         if name in fields:
             setattr(obj, name, fields[name])
     if isinstance(obj, Profile) and "tags" in fields:
-        obj.tags = list(dict.fromkeys(fields["tags"] or []))
-
-
-def _check_documents(config: bt.OsConfig, context: bt.OsConfig | None) -> None:
-    try:
-        documents.validate_config(config, context)
-    except documents.DocumentError as e:
-        raise FieldError(e.field, e.message, e.line) from None
+        obj.tags = list(dict.fromkeys(fields["tags"]))
 
 
 def os_config_of(obj: Machine | Profile) -> bt.OsConfig:
@@ -345,7 +336,7 @@ def update_machine(
         before = reservation_of(m)
         with s.no_autoflush:
             _apply_machine(s, m, fields)
-            _precheck_machine(s, m, [n["mac"] for n in fields.get("nics") or []])
+            _precheck_machine(s, m, [n["mac"] for n in fields.get("nics", [])])
         _flush(s, _machine_conflict(s, m))
         s.refresh(m)
         _event(
@@ -800,11 +791,6 @@ def write_batch(
 # --- boots ------------------------------------------------------------------------
 
 
-def get_boot_by_token(db: Database, secret: bytes, token: str) -> Boot | None:
-    with db.read() as s:
-        return s.scalar(select(Boot).where(Boot.token_hash == security.token_hash(secret, token)))
-
-
 class BootTokenError(ForbiddenError):
     """A per-boot token that opens nothing; ``reason`` is for the event log only."""
 
@@ -946,9 +932,3 @@ def complete_boot(
             **data,
         )
         return boot
-
-
-def delete_expired_boots(db: Database, older_than: timedelta) -> int:
-    with db.write() as s:
-        res = s.execute(delete(Boot).where(Boot.expires_at < utcnow() - older_than))
-        return int(getattr(res, "rowcount", 0) or 0)

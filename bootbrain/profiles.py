@@ -66,7 +66,12 @@ def check_profile(fields: dict[str, Any], lookup: ProfileLookup) -> None:
         validate_profile(view_of(fields, lookup))
     except TemplateProblem as e:
         raise FieldError(_api_field(e.field), e.message, e.line) from None
+    check_documents(os_config_of(fields))
+
+
+def check_documents(config: OsConfig, context: OsConfig | None = None) -> None:
+    """:func:`documents.validate_config`, its complaint as the API's FieldError."""
     try:
-        documents.validate_config(os_config_of(fields))
+        documents.validate_config(config, context)
     except documents.DocumentError as e:
         raise FieldError(e.field, e.message, e.line) from None

@@ -19,6 +19,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -100,31 +102,22 @@ Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_url)]
 Domain = Annotated[str, StringConstraints(max_length=253), AfterValidator(_domain)]
 
 
-def _ssh_key(value: str) -> str:
-    try:
-        return documents.canonical_ssh_key(value)
-    except ValueError as e:
-        raise ValueError(str(e)) from None
-
-
 def _unique_keys(keys: list[str]) -> list[str]:
-    material = [" ".join(k.split()[:2]) for k in keys]
+    material = [documents.key_material(k) for k in keys]
     if len(material) != len(set(material)):
         raise ValueError("the same key is listed twice")
     return keys
 
 
-def _metadata(value: dict[str, Any]) -> dict[str, Any]:
-    return documents.check_metadata(value)
-
-
 SshKey = Annotated[
-    str, StringConstraints(max_length=documents.MAX_SSH_KEY), AfterValidator(_ssh_key)
+    str,
+    StringConstraints(max_length=documents.MAX_SSH_KEY),
+    AfterValidator(documents.canonical_ssh_key),
 ]
 SshKeys = Annotated[
     list[SshKey], Field(max_length=documents.MAX_SSH_KEYS), AfterValidator(_unique_keys)
 ]
-Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
+Metadata = Annotated[dict[str, Any], AfterValidator(documents.check_metadata)]
 Document = Annotated[
     str,
     StringConstraints(max_length=documents.MAX_DOCUMENT),
@@ -236,6 +229,14 @@ class MachineUpdate(_In):
     metadata: Metadata | None = None
     user_data: Document | None = None
     vendor_data: Document | None = None
+
+    @field_validator("tags", "nics", "ssh_keys", "metadata")
+    @classmethod
+    def _null_clears(cls, value: Any, info: ValidationInfo) -> Any:
+        """An explicit null means what []/{} means; a field left out stays unset."""
+        if value is None:
+            return {} if info.field_name == "metadata" else []
+        return value
 
     @model_validator(mode="after")
     def _unique_macs(self) -> MachineUpdate:
