@@ -34,8 +34,6 @@ from bootbrain.models import utcnow
 REFUSAL_EVENTS_PER_MINUTE: Final = 60
 #: What :func:`bootbrain.security.new_boot_token` makes (with room to spare).
 TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
-JSON_DOCUMENT: Final = documents.JSON_DOCUMENT
-NOCLOUD_FILES: Final = documents.NOCLOUD_FILES
 
 
 class DocumentRenderError(BootbrainError):
@@ -121,7 +119,7 @@ def serve(
     try:
         prepared = documents.prepare(found.source, found.boot_id, ctx)
         body: str | dict[str, Any]
-        if document == JSON_DOCUMENT:
+        if document == documents.JSON_DOCUMENT:
             body = documents.metadata_document(prepared)
         else:
             body = documents.render_file(prepared, document)

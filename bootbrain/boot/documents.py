@@ -62,9 +62,9 @@ import yaml
 
 from .render import (
     TemplateProblem,
+    control_character,
     render_text,
     sample_variables,
-    static_values,
     template_variables,
 )
 from .types import ConfigSource, MachineView, OsConfig, RenderContext
@@ -93,7 +93,6 @@ SSH_KEY_TYPES: Final = {
     "sk-ecdsa-sha2-nistp256@openssh.com": 4,
 }
 _KEY_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tabs split words
-_DOCUMENT_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 #: First-line markers cloud-init acts on (``cloudinit/handlers``), longest first as
 #: cloud-init matches them. Anything else is refused when saved.
@@ -176,7 +175,8 @@ def _ssh_fields(blob: bytes) -> list[bytes] | None:
     return fields
 
 
-def _key_material(key: str) -> str:
+def key_material(key: str) -> str:
+    """What makes two keys the same key: type and blob, whatever the comment."""
     return " ".join(key.split()[:2])
 
 
@@ -209,9 +209,8 @@ def check_document_text(value: str) -> str:
     if len(value) > MAX_DOCUMENT:
         raise ValueError(f"longer than {MAX_DOCUMENT} characters")
     for number, line in enumerate(value.split("\n"), start=1):
-        m = _DOCUMENT_CONTROL.search(line)
-        if m:
-            what = "CR (use Unix line endings)" if m.group(0) == "\r" else repr(m.group(0))
+        what = control_character(line)
+        if what:
             raise ValueError(f"line {number}: control character {what}")
     return value
 
@@ -239,7 +238,7 @@ def merge(profile: OsConfig | None, machine: OsConfig | None) -> OsConfig:
     keys: list[str] = []
     seen: set[str] = set()
     for key in (*p.ssh_keys, *m.ssh_keys):
-        material = _key_material(key)
+        material = key_material(key)
         if material not in seen:
             seen.add(material)
             keys.append(key)
@@ -285,14 +284,29 @@ def document_variables(
     ``ssh_keys`` (tuple), ``tags`` (tuple), ``metadata`` (the merged object),
     ``profile`` (the boot's profile name or ``""``), ``instance_id`` and ``fqdn``.
     """
-    base = template_variables(machine, ctx)
+    return _config_variables(
+        template_variables(machine, ctx),
+        config,
+        profile or "",
+        machine.id if machine else None,
+        boot_id,
+    )
+
+
+def _config_variables(
+    base: Mapping[str, Any],
+    config: OsConfig,
+    profile: str,
+    machine_id: int | None,
+    boot_id: str,
+) -> dict[str, Any]:
     return {
         **base,
         "ssh_keys": tuple(config.ssh_keys),
         "tags": tuple(config.tags),
         "metadata": dict(config.metadata),
-        "profile": profile or "",
-        "instance_id": instance_id(machine.id if machine else None, boot_id),
+        "profile": profile,
+        "instance_id": instance_id(machine_id, boot_id),
         "fqdn": _fqdn(base["hostname"], base["domain"]),
     }
 
@@ -351,16 +365,7 @@ def validate_config(config: OsConfig, context: OsConfig | None = None) -> None:
     YAML mapping). So a machine whose metadata removes a key its profile's user-data
     uses is refused too. Raises :class:`DocumentError` naming field and line."""
     merged = merge(context, config)
-    sample = sample_variables()
-    variables = {
-        **sample,
-        "ssh_keys": merged.ssh_keys,
-        "tags": merged.tags,
-        "metadata": dict(merged.metadata),
-        "profile": "sample",
-        "instance_id": instance_id(1, "sample"),
-        "fqdn": _fqdn(sample["hostname"], sample["domain"]),
-    }
+    variables = _config_variables(sample_variables(), merged, "sample", 1, "sample")
     for name in ("user_data", "vendor_data"):
         source = getattr(merged, name)
         if source:
@@ -387,11 +392,11 @@ def _yaml(data: Any) -> str:
     )
 
 
-def network_view(source: ConfigSource) -> dict[str, Any]:
-    """The network part of the JSON document (and the input of network-config)."""
+def network_view(source: ConfigSource, v: Mapping[str, Any]) -> dict[str, Any]:
+    """The network part of the JSON document (and the input of network-config), from
+    the boot's template variables ``v``: the static values are computed once."""
     machine = source.machine
     if machine is not None and machine.static is not None:
-        v = static_values(machine.static, machine)
         return {
             "interface": v["interface"],
             "mac": source.mac,
@@ -449,7 +454,7 @@ def prepare(source: ConfigSource, boot_id: str, ctx: RenderContext) -> Prepared:
     """Merge and collect variables (raises RenderError for an unusable static assignment)."""
     config = merge(source.profile_config, source.machine_config)
     variables = document_variables(source.machine, config, source.profile_name, boot_id, ctx)
-    return Prepared(source, config, variables, network_view(source), boot_id, ctx)
+    return Prepared(source, config, variables, network_view(source, variables), boot_id, ctx)
 
 
 def meta_data(p: Prepared) -> str:

@@ -432,6 +432,19 @@ def _compile(source: str, field: str) -> jinja2.Template:
         raise TemplateProblem(field, e.lineno, e.message or "syntax error") from None
 
 
+def _template_failure(field: str, e: Exception) -> TemplateProblem:
+    """Any failure inside an operator's template is theirs to fix: say where."""
+    return TemplateProblem(field, _template_line(e, "<template>"), str(e) or type(e).__name__)
+
+
+def control_character(line: str) -> str | None:
+    """The first control character in ``line`` (tab allowed), named for an operator."""
+    m = _CONTROL_RE.search(line)
+    if m is None:
+        return None
+    return "CR (use Unix line endings)" if m.group(0) == "\r" else repr(m.group(0))
+
+
 def _render_operator(field: str, source: str, variables: Mapping[str, Any]) -> str:
     """Render one operator template and check its shape for ``field``; the final text."""
     template = _compile(source, field)
@@ -439,9 +452,8 @@ def _render_operator(field: str, source: str, variables: Mapping[str, Any]) -> s
         skeleton, values, final = _render_captured(template, variables)
     except TemplateProblem:
         raise
-    except Exception as e:  # any failure inside an operator's template is theirs to fix
-        message = str(e) or type(e).__name__
-        raise TemplateProblem(field, _template_line(e, "<template>"), message) from None
+    except Exception as e:
+        raise _template_failure(field, e) from None
     why = _same_structure(skeleton, values, final)
     if why:
         raise TemplateProblem(field, None, why)
@@ -462,9 +474,8 @@ def render_text(field: str, source: str, variables: Mapping[str, Any]) -> str:
         return template.render(variables)
     except TemplateProblem:
         raise
-    except Exception as e:  # any failure inside an operator's template is theirs to fix
-        message = str(e) or type(e).__name__
-        raise TemplateProblem(field, _template_line(e, "<template>"), message) from None
+    except Exception as e:
+        raise _template_failure(field, e) from None
 
 
 _FIELD_ALIASES: Final = {"initrds": "initrd", "label": "menu_label", "key": "menu_key"}
@@ -601,9 +612,8 @@ def check_stored_value(field: str, value: str) -> None:
             raise TemplateProblem(field, None, "contains reserved characters U+E000/U+E001")
         if base == "script":
             for n, line in enumerate(value.split("\n"), start=1):
-                m = re.search(r"[\x00-\x08\x0b-\x1f\x7f]", line)
-                if m:
-                    what = "CR (use Unix line endings)" if m.group(0) == "\r" else repr(m.group(0))
+                what = control_character(line)
+                if what:
                     raise TemplateProblem(field, n, f"control character {what}")
                 if line.endswith("\\"):
                     raise TemplateProblem(
