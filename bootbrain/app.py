@@ -25,12 +25,10 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
 
-    # Refuse to start without a secret: tokens are HMACs keyed with it.
-    secret = settings.secret()
+    settings.secret()  # refuse to start without one: tokens are HMACs keyed with it
     db = Database(settings.database_url)
     writer = EventWriter(db, settings.event_flush_interval, settings.event_batch_max)
     app.extensions["bootbrain.db"] = db
-    app.extensions["bootbrain.secret"] = secret
     app.extensions["bootbrain.events"] = writer
 
     from bootbrain import api, machine_routes

@@ -59,10 +59,8 @@ class Lookup:
 _KEYS = ("uuid", "mac", "serial", "board_serial")
 
 
-@functools.cache
 def _identity_query(present: tuple[str, ...]) -> Any:
-    """One statement per combination of keys sent, built once: SQLAlchemy's compiled
-    cache then skips even the cache-key computation on the hot path."""
+    """(key, machine id) for each identity key sent that names a machine."""
     branches: list[Any] = []
     if "uuid" in present:
         branches.append(
@@ -120,11 +118,9 @@ def _joined(column: Any, dialect: str) -> Any:
     return agg(column, literal_column("' '"))
 
 
-def _machine_select(dialect: str, base: Any = None, *extra: Any) -> Any:
+def _machine_select(dialect: str, base: Any, *extra: Any) -> Any:
     """The machine's row with everything the decision reads; ``base`` is the FROM
     clause that yields ``machine`` (the table itself, or the identity hits joined to it)."""
-    if base is None:
-        base = Machine.__table__
     joined = (
         base.outerjoin(_assigned, _assigned.id == Machine.profile_id)
         .outerjoin(Network, Network.id == Machine.network_id)
@@ -163,7 +159,7 @@ def _machine_select(dialect: str, base: Any = None, *extra: Any) -> Any:
 
 @functools.cache
 def _machine_query(dialect: str) -> Any:
-    return _machine_select(dialect).where(Machine.id == bindparam("machine_id"))
+    return _machine_select(dialect, Machine.__table__).where(Machine.id == bindparam("machine_id"))
 
 
 @functools.cache

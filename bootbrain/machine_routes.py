@@ -17,7 +17,7 @@ from werkzeug.wsgi import get_host
 
 from bootbrain import bootflow, inventory
 from bootbrain.boot import render
-from bootbrain.boot.documents import NOCLOUD_FILES
+from bootbrain.boot.documents import JSON_DOCUMENT, NOCLOUD_FILES
 from bootbrain.config import Settings
 from bootbrain.db import Database
 from bootbrain.errors import ForbiddenError
@@ -42,12 +42,15 @@ def _db() -> Database:
     return db
 
 
-def ipxe_response(script: str, status: int = 200) -> Response:
-    body = script.encode()
-    resp = Response(body, status=status, mimetype=IPXE_MIMETYPE)
+def _no_store(body: bytes, mimetype: str, status: int = 200) -> Response:
+    resp = Response(body, status=status, mimetype=mimetype)
     resp.headers["Content-Length"] = str(len(body))
-    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Cache-Control"] = "no-store"  # per machine, per boot; secrets in some
     return resp
+
+
+def ipxe_response(script: str, status: int = 200) -> Response:
+    return _no_store(script.encode(), IPXE_MIMETYPE, status)
 
 
 def _base_url() -> str:
@@ -154,17 +157,17 @@ def tftp_over_http(name: str) -> Response:
 NOCLOUD_MIMETYPE = "text/plain"
 
 
-def _document_response(body: bytes, mimetype: str, status: int = 200) -> Response:
-    resp = Response(body, status=status, mimetype=mimetype)
-    resp.headers["Content-Length"] = str(len(body))
-    resp.headers["Cache-Control"] = "no-store"  # secrets: no proxy or client cache
-    return resp
+def _document_error(as_json: bool, status: int, title: str, prefix: str, message: str) -> Response:
+    if as_json:
+        payload = {"title": title, "status": status, "detail": message}
+        return _no_store(json.dumps(payload).encode(), "application/json", status)
+    return _no_store(f"{prefix}: {message}\n".encode(), NOCLOUD_MIMETYPE, status)
 
 
 def _serve_document(token: str, document: str) -> Response:
     from bootbrain import metadata
 
-    as_json = document == metadata.JSON_DOCUMENT
+    as_json = document == JSON_DOCUMENT
     try:
         body = metadata.serve(
             _db(),
@@ -179,20 +182,14 @@ def _serve_document(token: str, document: str) -> Response:
     except ForbiddenError:
         # One answer for unknown, expired and revoked tokens; the event says which.
         message = "this boot token is not valid (unknown, expired or its boot completed)"
-        if as_json:
-            payload = {"title": "Forbidden", "status": 403, "detail": message}
-            return _document_response(json.dumps(payload).encode(), "application/json", 403)
-        return _document_response(f"forbidden: {message}\n".encode(), NOCLOUD_MIMETYPE, 403)
+        return _document_error(as_json, 403, "Forbidden", "forbidden", message)
     except metadata.DocumentRenderError as e:
         log.error("%s", e.__cause__ or e)
         message = f"{document} failed to render on the server"
-        if as_json:
-            payload = {"title": "Internal server error", "status": 500, "detail": message}
-            return _document_response(json.dumps(payload).encode(), "application/json", 500)
-        return _document_response(f"error: {message}\n".encode(), NOCLOUD_MIMETYPE, 500)
+        return _document_error(as_json, 500, "Internal server error", "error", message)
     if isinstance(body, dict):
-        return _document_response(json.dumps(body, indent=2).encode(), "application/json")
-    return _document_response(body.encode(), NOCLOUD_MIMETYPE)
+        return _no_store(json.dumps(body, indent=2).encode(), "application/json")
+    return _no_store(body.encode(), NOCLOUD_MIMETYPE)
 
 
 def _nocloud_view(document: str) -> Callable[[str], Response]:
@@ -212,7 +209,7 @@ for _name in NOCLOUD_FILES:
 @bp.get("/boot/<token>/metadata.json")
 def metadata_json(token: str) -> Response:
     """The booted OS's metadata as JSON, for the holder of a per-boot token."""
-    return _serve_document(token[:256], "metadata.json")
+    return _serve_document(token[:256], JSON_DOCUMENT)
 
 
 @bp.get("/healthz")

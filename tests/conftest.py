@@ -70,7 +70,7 @@ def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
             "secret_key": "test-secret-not-for-production",
             "public_url": "http://bootbrain.test",
             "event_flush_interval": 0.05,
-        "dnsmasq": {"tftp_root": str(tmp_path / "tftp")},
+            "dnsmasq": {"tftp_root": str(tmp_path / "tftp")},
             **extra,
         }
     )
@@ -103,7 +103,7 @@ def client(app: Flask) -> FlaskClient:
 def make_token(app: Flask, name: str, scope: str) -> str:
     _, token = inventory.create_token(
         app.extensions["bootbrain.db"],
-        app.extensions["bootbrain.secret"],
+        app.config["BOOTBRAIN"].secret(),
         schemas.TokenIn(name=name, scope=scope),
         "test",
     )
@@ -146,6 +146,22 @@ class Api:
 
     def delete(self, path: str, **kw: Any) -> Any:
         return self.call("DELETE", path, **kw)
+
+
+def add_rack1(api: Api) -> None:
+    """rack1, 10.200.0.0/24: gateway .1, DNS .2 and .3, domain lab.example (the static
+    ip= and network-config the boot and metadata tests expect)."""
+    api.post(
+        "/networks",
+        {
+            "name": "rack1",
+            "cidr": "10.200.0.0/24",
+            "gateway": "10.200.0.1",
+            "dns": ["10.200.0.2", "10.200.0.3"],
+            "domain": "lab.example",
+        },
+        expect=201,
+    )
 
 
 @pytest.fixture

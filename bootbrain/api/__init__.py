@@ -63,7 +63,7 @@ def authenticate_request() -> None:
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("no bearer token")
     db = current_app.extensions["bootbrain.db"]
-    secret = current_app.extensions["bootbrain.secret"]
+    secret = current_app.config["BOOTBRAIN"].secret()
     g.principal = inventory.authenticate(
         db, secret, token.strip(), write=request.method not in READ_METHODS
     )

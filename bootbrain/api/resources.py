@@ -322,7 +322,7 @@ def _routes() -> Routes:
     def create_token() -> Response:
         """Create an API token (shown once)"""
         t, token = inventory.create_token(
-            _db(), current_app.extensions["bootbrain.secret"], _body_json(), actor()
+            _db(), current_app.config["BOOTBRAIN"].secret(), _body_json(), actor()
         )
         out = schemas.TokenCreated(**schemas.TokenOut.of(t).model_dump(), token=token)
         return _json(out, 201)
