@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text, update
 
 from bootbrain.models import Boot, Machine, NextBoot, utcnow
-from tests.conftest import Api
+from tests.conftest import Api, add_rack1
 
 UUID = "4c4c4544-0042-3610-8052-b4c04f4e3232"
 MAC = "52:54:00:aa:cc:01"
@@ -60,17 +60,7 @@ def flush(app: Flask) -> None:
 
 @pytest.fixture
 def inventory(api: Api) -> dict[str, Any]:
-    api.post(
-        "/networks",
-        {
-            "name": "rack1",
-            "cidr": "10.200.0.0/24",
-            "gateway": "10.200.0.1",
-            "dns": ["10.200.0.2", "10.200.0.3"],
-            "domain": "lab.example",
-        },
-        expect=201,
-    )
+    add_rack1(api)
     api.post("/profiles", {"name": "disk", "kind": "local"}, expect=201)
     api.post(
         "/profiles",

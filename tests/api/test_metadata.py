@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from bootbrain.db import Database
 from bootbrain.models import Boot, Machine, utcnow
 from tests.api.test_boot import boot, flush
-from tests.conftest import Api
+from tests.conftest import Api, add_rack1
 from tests.unit.test_documents import EC, ED, ED2
 
 BASE = "http://bootbrain.test"
@@ -49,17 +49,7 @@ phone_home:
 
 @pytest.fixture
 def lab(api: Api) -> dict[str, Any]:
-    api.post(
-        "/networks",
-        {
-            "name": "rack1",
-            "cidr": "10.200.0.0/24",
-            "gateway": "10.200.0.1",
-            "dns": ["10.200.0.2", "10.200.0.3"],
-            "domain": "lab.example",
-        },
-        expect=201,
-    )
+    add_rack1(api)
     api.post(
         "/profiles",
         {

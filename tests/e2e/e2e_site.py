@@ -445,6 +445,23 @@ def boot_guest(site: Site, guest: lab.Guest) -> lab.BootResult:
     return result
 
 
+def boot_until_lease(
+    site: Site, *, address: str, hostname: str, name: str
+) -> tuple[str, int, list[dict[str, Any]]]:
+    """A machine reserved at ``address`` boots (BIOS, assigned profile) until bootbrain
+    has recorded its boot and a lease event: (mac, machine id, the lease events)."""
+    mac = lab.random_mac()
+    nics = [{"mac": mac, "boot": True}]
+    mid = site.add_machine(hostname=hostname, nics=nics, address=address)["id"]
+    guest = lab.Guest(site.net, mode=lab.Mode.BIOS, nics=[lab.Nic(mac=mac)], name=name)
+    with guest:
+        boots = site.wait_events("the lease guest's boot", kind="boot", machine_id=mid, timeout=90)
+        leases = site.wait_events("a lease event", kind="lease", mac=mac, timeout=20)
+        guest.kill()
+    assert boots[0]["ip"] == address and boots[0]["data"]["step"] == "assigned", boots
+    return mac, mid, leases
+
+
 def assert_booted_action(
     site: Site,
     *,

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import lab
 import pytest
@@ -43,6 +43,7 @@ from e2e_site import (
     assert_booted_action,
     assert_preview_is_action,
     boot_guest,
+    boot_until_lease,
     completion_for,
     console_cmdline,
     expected_facts,
@@ -212,28 +213,12 @@ def ed25519_public_key(comment: str) -> str:
 # --------------------------------------------------------------------------- tests
 
 
-def one_shot_scenario(
-    site: DnsmasqSite,
-    *,
-    tag: str,
-    mode: lab.Mode,
-    nic_model: str,
-    romfile: str | None,
-    uuid: str,
-    address: str,
-    hostname: str,
-) -> None:
-    shot = one_shot_boot(
-        site,
-        tag=tag,
-        mode=mode,
-        nic_model=nic_model,
-        romfile=romfile,
-        uuid=uuid,
-        address=address,
-        hostname=hostname,
-    )
+def one_shot_scenario(site: DnsmasqSite, **scenario: Any) -> None:
+    """:func:`one_shot_boot` (same keywords), then dnsmasq's reservation and lease, and
+    the local boot that follows."""
+    shot = one_shot_boot(site, **scenario)
     mid, mac = shot.machine["id"], shot.mac
+    address, hostname = scenario["address"], scenario["hostname"]
     # The reservation bootbrain wrote for dnsmasq (so firmware and iPXE got it too).
     reservation = site.hostsdir / f"machine-{mid}.hosts"
     assert reservation.read_text() == f"{mac},{address},{hostname}\n"
@@ -431,18 +416,8 @@ def test_malicious_smbios_serial_is_inert(site: DnsmasqSite) -> None:
 def test_lease_events_reach_bootbrain(site: DnsmasqSite) -> None:
     """dnsmasq's dhcp-script (the shipped hook) reports the guest's lease to bootbrain;
     the reservation bootbrain wrote is what the guest was given."""
-    mac = lab.random_mac()
     address, hostname = "10.213.0.53", "node-lease"
-    machine = site.add_machine(
-        hostname=hostname, nics=[{"mac": mac, "boot": True}], address=address
-    )
-    mid = machine["id"]
-    guest = lab.Guest(site.net, mode=lab.Mode.BIOS, nics=[lab.Nic(mac=mac)], name="lease")
-    with guest:
-        boots = site.wait_events("the lease guest's boot", kind="boot", machine_id=mid, timeout=90)
-        leases = site.wait_events("a lease event", kind="lease", mac=mac, timeout=20)
-        guest.kill()
-    assert boots[0]["ip"] == address and boots[0]["data"]["step"] == "assigned", boots
+    _, mid, leases = boot_until_lease(site, address=address, hostname=hostname, name="lease")
     added = [e for e in leases if e["data"].get("action") == "add"]
     assert added, leases
     event = added[0]

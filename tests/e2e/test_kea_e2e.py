@@ -41,6 +41,7 @@ from e2e_site import (
     GATEWAY,
     REPO,
     Site,
+    boot_until_lease,
     one_shot_boot,
     start_site,
     wait_until,
@@ -239,28 +240,10 @@ def assert_reserved_and_allocated(site: KeaSite, mac: str, address: str, hostnam
     assert lease_allocated(site, mac, address), site.kea_log()[-3000:]
 
 
-def one_shot_scenario(
-    site: KeaSite,
-    *,
-    tag: str,
-    mode: lab.Mode,
-    nic_model: str,
-    romfile: str | None,
-    uuid: str,
-    address: str,
-    hostname: str,
-) -> None:
-    shot = one_shot_boot(
-        site,
-        tag=tag,
-        mode=mode,
-        nic_model=nic_model,
-        romfile=romfile,
-        uuid=uuid,
-        address=address,
-        hostname=hostname,
-    )
-    assert_reserved_and_allocated(site, shot.mac, address, hostname)
+def one_shot_scenario(site: KeaSite, **scenario: Any) -> None:
+    """:func:`one_shot_boot` (same keywords), then Kea's reservation and lease."""
+    shot = one_shot_boot(site, **scenario)
+    assert_reserved_and_allocated(site, shot.mac, scenario["address"], scenario["hostname"])
 
 
 class Udhcpc:
@@ -332,18 +315,8 @@ def test_uefi_boots_through_kea_and_tftp(site: KeaSite) -> None:
 def test_lease_events_from_keas_hook(site: KeaSite) -> None:
     """Kea's run_script hook (the wrapper ``bootbrain kea hook`` installed) reports the
     guest's lease; bootbrain records it against the machine."""
-    mac = lab.random_mac()
     address, hostname = "10.213.0.52", "kea-lease"
-    machine = site.add_machine(
-        hostname=hostname, nics=[{"mac": mac, "boot": True}], address=address
-    )
-    mid = machine["id"]
-    guest = lab.Guest(site.net, mode=lab.Mode.BIOS, nics=[lab.Nic(mac=mac)], name="kea-lease")
-    with guest:
-        boots = site.wait_events("the lease guest's boot", kind="boot", machine_id=mid, timeout=90)
-        leases = site.wait_events("a lease event", kind="lease", mac=mac, timeout=20)
-        guest.kill()
-    assert boots[0]["ip"] == address and boots[0]["data"]["step"] == "assigned", boots
+    mac, mid, leases = boot_until_lease(site, address=address, hostname=hostname, name="kea-lease")
     assert all(e["data"]["source"] == "kea" for e in leases), leases
     committed = [e for e in leases if e["data"]["action"] == "commit"]
     assert committed, leases

@@ -30,7 +30,7 @@ from bootbrain.db import Database
 from bootbrain.models import Base
 from tests.api.test_boot import ipxe_query
 from tests.api.test_metadata import MAC_A, MAC_B, SECRET, USER_DATA, UUID_A
-from tests.conftest import Api, make_settings, make_token
+from tests.conftest import Api, add_rack1, make_settings, make_token
 from tests.unit.test_documents import ED, ED2
 
 CLOUD_INIT = shutil.which("cloud-init")
@@ -90,17 +90,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     thread.start()
     lab = Lab(app, f"http://127.0.0.1:{server.server_port}")
     api = lab.api
-    api.post(
-        "/networks",
-        {
-            "name": "rack1",
-            "cidr": "10.200.0.0/24",
-            "gateway": "10.200.0.1",
-            "dns": ["10.200.0.2", "10.200.0.3"],
-            "domain": "lab.example",
-        },
-        expect=201,
-    )
+    add_rack1(api)
     api.post(
         "/profiles",
         {
