@@ -2,7 +2,8 @@
 
 Revision 0001 first shipped with ``fk_event_machine_id_machine`` (ON DELETE SET NULL),
 which blanked a deleted machine's history. A database made before this revision still
-has it; this drops it, for those and for new ones alike.
+has it; this drops it, for those and for new ones alike. A development database
+made while 0001 briefly lacked the key has nothing to drop, and upgrades all the same.
 
 Revision ID: 0003
 Revises: 0002
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
@@ -22,6 +24,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    keys = sa.inspect(op.get_bind()).get_foreign_keys("event")
+    if not any(k.get("name") == "fk_event_machine_id_machine" for k in keys):
+        return
     with op.batch_alter_table("event", schema=None) as batch_op:
         batch_op.drop_constraint("fk_event_machine_id_machine", type_="foreignkey")
 
