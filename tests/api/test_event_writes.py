@@ -77,3 +77,62 @@ def test_overlapping_batches_do_not_deadlock(db_url: str) -> None:
         assert s.scalar(select(func.count()).select_from(Event)) == 4 * 15 * 200
         assert s.scalar(select(func.count()).where(Machine.last_seen_at.is_(None))) == 0
     db.dispose()
+
+
+def _boot_event(machine_id: int, at: datetime) -> dict[str, Any]:
+    return {
+        "at": at,
+        "kind": "boot",
+        "machine_id": machine_id,
+        "mac": "02:00:00:00:00:01",
+        "ip": "10.0.0.9",
+        "message": "assigned profile install",
+        "data": {"step": "profile"},
+    }
+
+
+def _metadata_event(machine_id: int, at: datetime) -> dict[str, Any]:
+    # As bootbrain.metadata records it: no MAC (a document fetch does not send one).
+    return {
+        "at": at,
+        "kind": "metadata",
+        "machine_id": machine_id,
+        "ip": "10.0.0.9",
+        "message": "user-data served",
+        "data": {"document": "user-data"},
+    }
+
+
+@pytest.mark.parametrize("first", ["boot", "metadata"])
+def test_a_batch_mixing_boot_and_metadata_events_keeps_both(db_url: str, first: str) -> None:
+    """One batch can hold a machine's /ipxe answer and another's metadata fetch; the
+    records have different fields, and each must be stored as it was given."""
+    db = Database(db_url)
+    now = utcnow()
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(Machine),
+            [
+                {
+                    "id": i,
+                    "hostname": f"m{i}",
+                    "state": "ready",
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                }
+                for i in (1, 2)
+            ],
+        )
+    boot, meta = _boot_event(1, now), _metadata_event(2, now)
+    events = [boot, meta] if first == "boot" else [meta, boot]
+    inventory.write_batch(db, events, [], {1: (now, "10.0.0.9")})
+    with db.read() as s:
+        stored = {e.kind: e for e in s.scalars(select(Event))}
+        assert stored["boot"].mac == "02:00:00:00:00:01"
+        assert stored["boot"].data == {"step": "profile"}
+        assert stored["metadata"].mac is None
+        assert stored["metadata"].machine_id == 2
+        assert stored["metadata"].data == {"document": "user-data"}
+        assert s.get(Machine, 1).last_seen_ip == "10.0.0.9"
+    db.dispose()
