@@ -445,8 +445,54 @@ def control_character(line: str) -> str | None:
     return "CR (use Unix line endings)" if m.group(0) == "\r" else repr(m.group(0))
 
 
+@lru_cache(maxsize=2048)
+def _plain_names(source: str) -> tuple[str, ...] | None:
+    """The variables ``source`` writes, when it only writes text and variables
+    (``{{ assets }}/vmlinuz``); None for anything else (filters, calls, tests, tags)."""
+    try:
+        tree = _OPERATOR_ENV.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return None
+    names: set[str] = set()
+    for node in tree.find_all(jinja2.nodes.Node):
+        if isinstance(node, jinja2.nodes.Name) and node.ctx == "load":
+            names.add(node.name)
+        elif not isinstance(
+            node, jinja2.nodes.Template | jinja2.nodes.Output | jinja2.nodes.TemplateData
+        ):
+            return None
+    return tuple(sorted(names))
+
+
+#: Keys of a plain template's render: only immutable values of these exact types.
+_PLAIN_TYPES: Final = (str, ScriptText, int, type(None))
+
+
 def _render_operator(field: str, source: str, variables: Mapping[str, Any]) -> str:
-    """Render one operator template and check its shape for ``field``; the final text."""
+    """Render one operator template and check its shape for ``field``; the final text.
+
+    A template that only writes variables is a function of their values: most
+    kernel and initrd URLs (``{{ assets }}/…``) render the same for every machine, so
+    those results are remembered, by the values they read. Failures are not."""
+    names = _plain_names(source)
+    if names is not None and all(n in variables for n in names):
+        # With each value's type: a ScriptText equals (and hashes as) the same str,
+        # but is written differently.
+        key = tuple((type(variables[n]), variables[n]) for n in names)
+        if all(t in _PLAIN_TYPES for t, _ in key):
+            return _render_plain(field, source, key)
+    return _render_operator_text(field, source, variables)
+
+
+@lru_cache(maxsize=4096)
+def _render_plain(field: str, source: str, key: tuple[Any, ...]) -> str:
+    names = _plain_names(source)
+    assert names is not None
+    values = (value for _, value in key)
+    return _render_operator_text(field, source, dict(zip(names, values, strict=True)))
+
+
+def _render_operator_text(field: str, source: str, variables: Mapping[str, Any]) -> str:
     template = _compile(source, field)
     try:
         skeleton, values, final = _render_captured(template, variables)
@@ -906,10 +952,34 @@ def _render_shipped(name: str, variables: Mapping[str, Any]) -> str:
     if why:
         raise RenderError(f"{name}: {why}")
     try:
-        ipxe.validate_script(final)
+        if not _skeleton_decides(skeleton):
+            ipxe.validate_script(final)
     except ipxe.ScriptError as e:
         raise RenderError(f"{name}: {e}") from None
     return final
+
+
+@lru_cache(maxsize=512)
+def _skeleton_decides(skeleton: str) -> bool:
+    """Whether checking ``skeleton`` (raising :class:`ScriptError` as the final text
+    would) stands for checking every final text made from it; False: check the final.
+
+    Called once :func:`_same_structure` has found that the values change no line's
+    reading, and the values hold no control character or lone surrogate
+    (:func:`_finalize`). What :func:`~bootbrain.boot.script.validate_script` finds on a
+    line then differs between skeleton and final only through a placeholder in a
+    label, in a ``goto`` target, or on a line with a ``${…}`` reference (whose words
+    it parses); a skeleton with none of those is checked once. In a boot storm the
+    skeleton is the same for every machine of a profile, and the lines that differ
+    (their addresses, boot URLs) need no tokenizing per machine.
+    """
+    for line in skeleton.split("\n"):
+        if "\ue000" in line and (
+            "${" in line or "goto" in line or line.lstrip(ipxe.WHITESPACE).startswith(":")
+        ):
+            return False
+    ipxe.validate_script(skeleton)  # a failure is raised, and not remembered
+    return True
 
 
 def _local_boot(method: str | None, default: str) -> ScriptText:
@@ -951,11 +1021,12 @@ def _profile_vars(
             raise TemplateProblem(field + "kernel", None, "a linux profile needs a kernel")
         used: set[str] = set()
         kernel_url = _render_operator(field + "kernel", profile.kernel, variables)
-        kernel_name = _image_name(kernel_url, used, "kernel")
+        # Names match _IMAGE_NAME_RE: part of the script's text, like the labels.
+        kernel_name = ScriptText(_image_name(kernel_url, used, "kernel"))
         initrds = []
         for n, source in enumerate(profile.initrds):
             url = _render_operator(f"{field}initrds[{n}]", source, variables)
-            initrds.append((url, _image_name(url, used, "initrd")))
+            initrds.append((url, ScriptText(_image_name(url, used, "initrd"))))
         cmdline = ""
         if profile.cmdline:
             cmdline = _render_operator(field + "cmdline", profile.cmdline, variables)

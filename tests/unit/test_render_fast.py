@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bootbrain.boot import render
@@ -450,6 +450,39 @@ def test_same_structure_decides_as_before(case: tuple[str, list[str]]) -> None:
     )
 
 
+def _outcome(check: Any) -> str | None:
+    try:
+        check()
+    except ScriptError as e:
+        return str(e)
+    return None
+
+
+@PROPERTY
+@given(skeletons())
+# A label made of a value: the skeleton's goto has no target, the final one has.
+@example(("\ue0000\ue001:\ngoto x\n:\ue0000\ue001\n", ["x"]))
+# Two labels made of equal values: distinct in the skeleton, repeated in the final.
+@example((":\ue0000\ue001\n:\ue0001\ue001\n", ["x", "x"]))
+def test_a_checked_skeleton_decides_as_the_final_text(case: tuple[str, list[str]]) -> None:
+    # The short cut of render._render_shipped: once the values keep every line's
+    # reading, checking the skeleton (once) stands for checking each final text.
+    skeleton, values = case
+    skeleton = "#!ipxe\n" + skeleton
+    surrogate = re.compile("[\ud800-\udfff]")
+    if any(not v or render._CONTROL_RE.search(v) or surrogate.search(v) for v in values):
+        return  # _finalize refuses these, and empty values are never placeholders
+    final = ref_substitute(skeleton, values)
+    if ref_same_structure(skeleton, values, final) is not None:
+        return  # refused before any check
+
+    def fast() -> None:
+        if not render._skeleton_decides(skeleton):
+            ipxe.validate_script(final)
+
+    assert _outcome(fast) == _outcome(lambda: ipxe.validate_script(final))
+
+
 @PROPERTY
 @given(values_st)
 def test_inert_values_never_change_a_reading(values: list[str]) -> None:
@@ -589,6 +622,9 @@ def _clear_caches() -> None:
         render._prefix_netmask,
         render._ipv4_cached,
         render._ip_cached,
+        render._skeleton_decides,
+        render._plain_names,
+        render._render_plain,
     ):
         fn.cache_clear()
 
@@ -626,3 +662,51 @@ def test_hot_path_renders_pass_the_original_checks() -> None:
         text = render_decision(decision(DEBIAN), machine(static), TOKEN_CTX)
         assert ref_check_script(text) == ipxe.check_script(text)
         assert f"set IPXE_BOOT_IP 10.200.{n}.{n}\n" in text
+
+
+@pytest.mark.parametrize(
+    ("source", "names"),
+    [
+        ("{{ assets }}/vmlinuz", ("assets",)),
+        ("{{ base_url }}/{{ assets }}", ("assets", "base_url")),
+        ("console=ttyS0", ()),
+        ("{{ assets|lower }}/vmlinuz", None),
+        ("{{ mirrors|random }}/vmlinuz", None),  # must not be remembered
+        ("{{ machine.hostname }}", None),
+        ("{% if x %}a{% endif %}", None),
+        ("{{ lipsum() }}", None),
+        ("{{ broken", None),
+    ],
+)
+def test_plain_templates_are_only_text_and_variables(
+    source: str, names: tuple[str, ...] | None
+) -> None:
+    assert render._plain_names(source) == names
+
+
+def test_a_remembered_render_keeps_each_value_type_apart() -> None:
+    # ScriptText("a b") == "a b" and hashes alike, but only the str is a value that
+    # splits the command line's words, which is refused.
+    source = "{{ x }}"
+    assert render._render_operator("cmdline", source, {"x": ScriptText("a b")}) == "a b"
+    with pytest.raises(render.TemplateProblem, match="splits or removes words"):
+        render._render_operator("cmdline", source, {"x": "a b"})
+    with pytest.raises(render.TemplateProblem, match="splits or removes words"):
+        render._render_operator("cmdline", source, {"x": "a b"})  # not remembered
+
+
+@PROPERTY
+@given(st.lists(st.one_of(st.sampled_from(INERT), hostile), min_size=2, max_size=2))
+def test_remembered_operator_renders_match_fresh_ones(values: list[str]) -> None:
+    source = "{{ a }}/boot/{{ b }}"
+    variables = {"a": values[0], "b": values[1]}
+
+    def outcome(render_it: Any) -> str:
+        try:
+            return "ok: " + render_it()
+        except (render.TemplateProblem, RenderError) as e:
+            return f"refused: {e}"
+
+    fresh = outcome(lambda: render._render_operator_text("kernel", source, variables))
+    assert outcome(lambda: render._render_operator("kernel", source, variables)) == fresh
+    assert outcome(lambda: render._render_operator("kernel", source, variables)) == fresh
