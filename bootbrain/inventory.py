@@ -4,6 +4,7 @@ errors (:mod:`bootbrain.errors`); nothing here knows about HTTP.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -792,17 +793,56 @@ def _json_value(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not a column value")
 
 
-def _json_rows(table: Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> Any:
-    """PostgreSQL: ``rows`` as the set ``json_to_recordset(:rows) AS v(name type, …)``.
+def _json_rows(table: Table, names: Sequence[str]) -> Any:
+    """PostgreSQL: the rows bound as ``rows`` (a JSON array of objects, see
+    :func:`_json_doc`) as the set ``json_to_recordset(:rows) AS v(name type, …)``.
 
     A batch of any size is one fixed (prepared) statement with one parameter, one
     round trip, where executemany sends a statement per row; the parameter is made
     by the C JSON encoder, where psycopg escapes array parameters element by element
     in Python (measured: twice the client CPU of executemany)."""
-    doc = json.dumps([{n: r[n] for n in names} for r in rows], default=_json_value)
     columns = [column(n, table.c[n].type) for n in names]
-    source = func.json_to_recordset(cast_(bindparam("rows", doc, type_=Text), postgresql.JSON))
+    source = func.json_to_recordset(cast_(bindparam("rows", type_=Text), postgresql.JSON))
     return source.table_valued(*columns).render_derived(name="v", with_types=True)
+
+
+def _json_doc(rows: Sequence[dict[str, Any]]) -> str:
+    return json.dumps(rows, default=_json_value)
+
+
+@functools.cache
+def _json_insert(table: Table, names: tuple[str, ...]) -> Any:
+    v = _json_rows(table, names)
+    return insert(table).from_select(names, select(*v.c))
+
+
+_SEEN_FIELDS: Final = ("id", "last_seen_at", "last_seen_ip")
+
+
+@functools.cache
+def _seen_statements() -> tuple[Any, Any]:
+    """(lock, update) of last-seen times; an UPDATE … FROM locks rows in whatever order
+    its plan joins them, so the rows are locked in id order first (the ORDER BY is
+    applied before the lock)."""
+    machines = cast(Table, Machine.__table__)
+    ids = bindparam("ids", type_=postgresql.ARRAY(Integer))
+    lock = (
+        select(machines.c.id)
+        .where(machines.c.id == func.any(ids))
+        .order_by(machines.c.id)
+        .with_for_update(key_share=True)
+    )
+    v = _json_rows(machines, _SEEN_FIELDS)
+    change = (
+        update(machines)
+        .where(machines.c.id == v.c.id)
+        .values(
+            last_seen_at=v.c.last_seen_at,
+            last_seen_ip=v.c.last_seen_ip,
+            updated_at=machines.c.updated_at,  # last-seen is not an operator change
+        )
+    )
+    return lock, change
 
 
 def write_batch(
@@ -846,29 +886,11 @@ def write_batch(
             return
         for table, rows in tables:
             if rows:
-                names = list(rows[0])
-                v = _json_rows(table, names, rows)
-                conn.execute(insert(table).from_select(names, select(*v.c)))
+                conn.execute(_json_insert(table, tuple(rows[0])), {"rows": _json_doc(rows)})
         if seen_rows:
-            ids = bindparam("ids", [r["id"] for r in seen_rows], type_=postgresql.ARRAY(Integer))
-            # An UPDATE … FROM locks rows in whatever order its plan joins them; lock
-            # them in id order first (the ORDER BY is applied before the lock).
-            conn.execute(
-                select(machines.c.id)
-                .where(machines.c.id == func.any(ids))
-                .order_by(machines.c.id)
-                .with_for_update(key_share=True)
-            )
-            v = _json_rows(machines, ["id", "last_seen_at", "last_seen_ip"], seen_rows)
-            conn.execute(
-                update(machines)
-                .where(machines.c.id == v.c.id)
-                .values(
-                    last_seen_at=v.c.last_seen_at,
-                    last_seen_ip=v.c.last_seen_ip,
-                    updated_at=machines.c.updated_at,  # last-seen is not an operator change
-                )
-            )
+            lock, change = _seen_statements()
+            conn.execute(lock, {"ids": [r["id"] for r in seen_rows]})
+            conn.execute(change, {"rows": _json_doc(seen_rows)})
 
 
 # --- boots ------------------------------------------------------------------------
