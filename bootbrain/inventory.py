@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     column,
+    delete,
     func,
     insert,
     or_,
@@ -374,6 +375,7 @@ def delete_machine(db: Database, machine_id: int, if_match: int | None, actor: s
         m = _get(s, Machine, machine_id)
         _check_version("machine", m.version, if_match)
         had = reservation_of(m) is not None
+        s.execute(delete(Boot).where(Boot.machine_id == machine_id))
         s.delete(m)
         s.flush()
         _event(
@@ -950,6 +952,8 @@ def boot_config_for_token(db: Database, secret: bytes, token: str, now: datetime
         if boot.expires_at <= now:
             raise BootTokenError("boot token expired", boot.id, boot.machine_id)
         m = s.get(Machine, boot.machine_id) if boot.machine_id is not None else None
+        if boot.machine_id is not None and m is None:
+            raise BootTokenError("the boot's machine was deleted", boot.id, boot.machine_id)
         profile = None
         if boot.profile_name is not None:
             profile = s.scalar(select(Profile).where(Profile.name == boot.profile_name))
@@ -981,6 +985,9 @@ def complete_boot(
         boot = s.scalar(select(Boot).where(Boot.token_hash == th))
         if boot is None:
             raise ForbiddenError("unknown boot token")
+        m = s.get(Machine, boot.machine_id) if boot.machine_id is not None else None
+        if boot.machine_id is not None and m is None:
+            raise ForbiddenError("unknown boot token")  # as if deleted with its machine
         if boot.completed_at is not None:
             _event(
                 s,
@@ -1008,26 +1015,20 @@ def complete_boot(
             "step": boot.step,
             "report": report,
         }
-        if boot.machine_id is not None:
-            m = s.get(Machine, boot.machine_id)
-            if m is not None:
-                new_state = None
-                nb = m.next_boot
-                if (
-                    boot.step == "action"
-                    and nb is not None
-                    and nb.profile.name == boot.profile_name
-                ):
-                    new_state = nb.complete_state or nb.profile.complete_state
-                    m.next_boot = None
-                    data["consumed_action"] = boot.profile_name
-                elif m.profile is not None and m.profile.name == boot.profile_name:
-                    new_state = m.profile.complete_state
-                if new_state and new_state != m.state:
-                    data["state"] = [m.state, new_state]
-                    m.state = new_state
-                m.last_seen_at = now
-                m.last_seen_ip = source_ip
+        if m is not None:
+            new_state = None
+            nb = m.next_boot
+            if boot.step == "action" and nb is not None and nb.profile.name == boot.profile_name:
+                new_state = nb.complete_state or nb.profile.complete_state
+                m.next_boot = None
+                data["consumed_action"] = boot.profile_name
+            elif m.profile is not None and m.profile.name == boot.profile_name:
+                new_state = m.profile.complete_state
+            if new_state and new_state != m.state:
+                data["state"] = [m.state, new_state]
+                m.state = new_state
+            m.last_seen_at = now
+            m.last_seen_ip = source_ip
         _event(
             s,
             "completion",

@@ -289,9 +289,10 @@ class Boot(Base):
     __table_args__ = (UniqueConstraint("token_hash"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    machine_id: Mapped[int | None] = mapped_column(
-        ForeignKey("machine.id", ondelete="CASCADE"), index=True
-    )
+    #: Not a foreign key: the writer stores boots in batches a moment after /ipxe, and
+    #: a machine deleted meanwhile must not fail the other machines' boots. Deleting a
+    #: machine deletes its boots; a boot whose machine is gone opens nothing.
+    machine_id: Mapped[int | None] = mapped_column(Integer, index=True)
     token_hash: Mapped[str] = mapped_column(String(64))
     profile_name: Mapped[str | None] = mapped_column(String(64))
     #: Which decision step chose the profile ("action", "assigned", "rule", "default").

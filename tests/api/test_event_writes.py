@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
 
-from bootbrain import inventory
+from bootbrain import inventory, security
 from bootbrain.db import Database
-from bootbrain.models import Event, Machine, utcnow
+from bootbrain.errors import ForbiddenError
+from bootbrain.models import Boot, Event, Machine, utcnow
 
 
 def _batch(ids: list[int], at: datetime) -> tuple[list[dict[str, Any]], dict[int, Any]]:
@@ -136,3 +137,87 @@ def test_a_batch_mixing_boot_and_metadata_events_keeps_both(db_url: str, first: 
         assert stored["metadata"].data == {"document": "user-data"}
         assert s.get(Machine, 1).last_seen_ip == "10.0.0.9"
     db.dispose()
+
+
+def test_a_machine_deleted_before_the_flush_costs_no_other_machine_its_boot(
+    app: Any, db: Database
+) -> None:
+    """The writer stores a boot some 250 ms after /ipxe answered it. A machine deleted
+    meanwhile must not fail the batch: the other machines' boot tokens are in it."""
+    now = utcnow()
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(Machine),
+            [
+                {
+                    "id": i,
+                    "hostname": f"m{i}",
+                    "state": "ready",
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                }
+                for i in (1, 2)
+            ],
+        )
+    secret = app.config["BOOTBRAIN"].secret()
+    tokens = {i: security.new_boot_token() for i in (1, 2)}
+    boots = [
+        {
+            "id": f"boot{i}",
+            "machine_id": i,
+            "token_hash": security.token_hash(secret, tokens[i]),
+            "profile_name": None,
+            "step": "assigned",
+            "created_at": now,
+            "expires_at": now + timedelta(hours=1),
+            "completed_at": None,
+        }
+        for i in (1, 2)
+    ]
+    inventory.delete_machine(db, 1, None, "test")
+    inventory.write_batch(
+        db,
+        [_boot_event(1, now), _boot_event(2, now)],
+        boots,
+        {1: (now, "10.0.0.9"), 2: (now, "10.0.0.9")},
+    )
+    assert inventory.boot_config_for_token(db, secret, tokens[2], utcnow()).machine_id == 2
+    # The deleted machine's token opens nothing, as when its boot was deleted with it.
+    with pytest.raises(inventory.BootTokenError):
+        inventory.boot_config_for_token(db, secret, tokens[1], utcnow())
+    with pytest.raises(ForbiddenError):
+        inventory.complete_boot(db, secret, tokens[1], {}, "10.0.0.9")
+    inventory.complete_boot(db, secret, tokens[2], {}, "10.0.0.9")
+
+
+def test_deleting_a_machine_deletes_its_boots(app: Any, db: Database) -> None:
+    now = utcnow()
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(Machine),
+            [
+                {
+                    "id": 1,
+                    "hostname": "m1",
+                    "state": "ready",
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                }
+            ],
+        )
+    boot = {
+        "id": "boot1",
+        "machine_id": 1,
+        "token_hash": "0" * 64,
+        "profile_name": None,
+        "step": "assigned",
+        "created_at": now,
+        "expires_at": now + timedelta(hours=1),
+        "completed_at": None,
+    }
+    inventory.write_batch(db, [], [boot], {})
+    inventory.delete_machine(db, 1, None, "test")
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Boot)) == 0
