@@ -847,6 +847,22 @@ def _seen_statements() -> tuple[Any, Any]:
     return lock, change
 
 
+@functools.cache
+def _seen_executemany() -> Any:
+    """SQLite: last-seen times, a row at a time (executemany, in-process). The bind
+    names differ from the columns SET, which SQLAlchemy reserves."""
+    machines = cast(Table, Machine.__table__)
+    return (
+        update(machines)
+        .where(machines.c.id == bindparam("machine_id"))
+        .values(
+            last_seen_at=bindparam("at"),
+            last_seen_ip=bindparam("ip"),
+            updated_at=machines.c.updated_at,  # last-seen is not an operator change
+        )
+    )
+
+
 def write_batch(
     db: Database,
     events: Iterable[dict[str, Any]],
@@ -861,7 +877,6 @@ def write_batch(
     seen_rows = [
         {"id": m, "last_seen_at": at, "last_seen_ip": ip} for m, (at, ip) in sorted(seen.items())
     ]
-    machines = cast(Table, Machine.__table__)
     tables = ((cast(Table, Boot.__table__), boot_rows), (cast(Table, Event.__table__), event_rows))
     with db.write() as s:
         # Core on the session's connection: the ORM's bulk paths cost more per row than
@@ -873,13 +888,7 @@ def write_batch(
                     conn.execute(insert(table), rows)
             if seen_rows:
                 conn.execute(
-                    update(machines)
-                    .where(machines.c.id == bindparam("machine_id"))
-                    .values(
-                        last_seen_at=bindparam("at"),
-                        last_seen_ip=bindparam("ip"),
-                        updated_at=machines.c.updated_at,  # not an operator change
-                    ),
+                    _seen_executemany(),
                     [
                         {"machine_id": r["id"], "at": r["last_seen_at"], "ip": r["last_seen_ip"]}
                         for r in seen_rows
@@ -908,6 +917,18 @@ class BootTokenError(ForbiddenError):
         self.reason = reason
         self.boot_id = boot_id
         self.machine_id = machine_id
+
+
+def _machine_of_boot(s: Session, boot: Boot, gone: str) -> Machine | None:
+    """The machine ``boot`` was for (None: an unknown machine's boot). A boot whose
+    machine was deleted opens nothing, as when its boots were deleted with it:
+    :class:`BootTokenError` with ``gone``."""
+    if boot.machine_id is None:
+        return None
+    m = s.get(Machine, boot.machine_id)
+    if m is None:
+        raise BootTokenError(gone, boot.id, boot.machine_id)
+    return m
 
 
 @dataclass(frozen=True)
@@ -951,9 +972,7 @@ def boot_config_for_token(db: Database, secret: bytes, token: str, now: datetime
             )
         if boot.expires_at <= now:
             raise BootTokenError("boot token expired", boot.id, boot.machine_id)
-        m = s.get(Machine, boot.machine_id) if boot.machine_id is not None else None
-        if boot.machine_id is not None and m is None:
-            raise BootTokenError("the boot's machine was deleted", boot.id, boot.machine_id)
+        m = _machine_of_boot(s, boot, "the boot's machine was deleted")
         profile = None
         if boot.profile_name is not None:
             profile = s.scalar(select(Profile).where(Profile.name == boot.profile_name))
@@ -985,9 +1004,7 @@ def complete_boot(
         boot = s.scalar(select(Boot).where(Boot.token_hash == th))
         if boot is None:
             raise ForbiddenError("unknown boot token")
-        m = s.get(Machine, boot.machine_id) if boot.machine_id is not None else None
-        if boot.machine_id is not None and m is None:
-            raise ForbiddenError("unknown boot token")  # as if deleted with its machine
+        m = _machine_of_boot(s, boot, "unknown boot token")
         if boot.completed_at is not None:
             _event(
                 s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,38 @@ from bootbrain import inventory, security
 from bootbrain.db import Database
 from bootbrain.errors import ForbiddenError
 from bootbrain.models import Boot, Event, Machine, utcnow
+
+
+def _add_machines(db: Database, ids: Iterable[int], now: datetime) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(Machine),
+            [
+                {
+                    "id": i,
+                    "hostname": f"m{i}",
+                    "state": "ready",
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                }
+                for i in ids
+            ],
+        )
+
+
+def _boot_row(machine_id: int, token_hash: str, now: datetime) -> dict[str, Any]:
+    """A queued boot record, as bootbrain.bootflow makes it."""
+    return {
+        "id": f"boot{machine_id}",
+        "machine_id": machine_id,
+        "token_hash": token_hash,
+        "profile_name": None,
+        "step": "assigned",
+        "created_at": now,
+        "expires_at": now + timedelta(hours=1),
+        "completed_at": None,
+    }
 
 
 def _batch(ids: list[int], at: datetime) -> tuple[list[dict[str, Any]], dict[int, Any]]:
@@ -39,21 +72,7 @@ def test_overlapping_batches_do_not_deadlock(db_url: str) -> None:
     orders. PostgreSQL must see them wait for each other, never deadlock."""
     db = Database(db_url)
     now = utcnow()
-    with db.engine.begin() as conn:
-        conn.execute(
-            insert(Machine),
-            [
-                {
-                    "id": i,
-                    "hostname": f"m{i}",
-                    "state": "ready",
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": 1,
-                }
-                for i in range(1, 201)
-            ],
-        )
+    _add_machines(db, range(1, 201), now)
     ids = list(range(1, 201))
     failures: list[BaseException] = []
 
@@ -110,21 +129,7 @@ def test_a_batch_mixing_boot_and_metadata_events_keeps_both(db_url: str, first: 
     records have different fields, and each must be stored as it was given."""
     db = Database(db_url)
     now = utcnow()
-    with db.engine.begin() as conn:
-        conn.execute(
-            insert(Machine),
-            [
-                {
-                    "id": i,
-                    "hostname": f"m{i}",
-                    "state": "ready",
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": 1,
-                }
-                for i in (1, 2)
-            ],
-        )
+    _add_machines(db, (1, 2), now)
     boot, meta = _boot_event(1, now), _metadata_event(2, now)
     events = [boot, meta] if first == "boot" else [meta, boot]
     inventory.write_batch(db, events, [], {1: (now, "10.0.0.9")})
@@ -145,36 +150,10 @@ def test_a_machine_deleted_before_the_flush_costs_no_other_machine_its_boot(
     """The writer stores a boot some 250 ms after /ipxe answered it. A machine deleted
     meanwhile must not fail the batch: the other machines' boot tokens are in it."""
     now = utcnow()
-    with db.engine.begin() as conn:
-        conn.execute(
-            insert(Machine),
-            [
-                {
-                    "id": i,
-                    "hostname": f"m{i}",
-                    "state": "ready",
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": 1,
-                }
-                for i in (1, 2)
-            ],
-        )
+    _add_machines(db, (1, 2), now)
     secret = app.config["BOOTBRAIN"].secret()
     tokens = {i: security.new_boot_token() for i in (1, 2)}
-    boots = [
-        {
-            "id": f"boot{i}",
-            "machine_id": i,
-            "token_hash": security.token_hash(secret, tokens[i]),
-            "profile_name": None,
-            "step": "assigned",
-            "created_at": now,
-            "expires_at": now + timedelta(hours=1),
-            "completed_at": None,
-        }
-        for i in (1, 2)
-    ]
+    boots = [_boot_row(i, security.token_hash(secret, tokens[i]), now) for i in (1, 2)]
     inventory.delete_machine(db, 1, None, "test")
     inventory.write_batch(
         db,
@@ -193,31 +172,8 @@ def test_a_machine_deleted_before_the_flush_costs_no_other_machine_its_boot(
 
 def test_deleting_a_machine_deletes_its_boots(app: Any, db: Database) -> None:
     now = utcnow()
-    with db.engine.begin() as conn:
-        conn.execute(
-            insert(Machine),
-            [
-                {
-                    "id": 1,
-                    "hostname": "m1",
-                    "state": "ready",
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": 1,
-                }
-            ],
-        )
-    boot = {
-        "id": "boot1",
-        "machine_id": 1,
-        "token_hash": "0" * 64,
-        "profile_name": None,
-        "step": "assigned",
-        "created_at": now,
-        "expires_at": now + timedelta(hours=1),
-        "completed_at": None,
-    }
-    inventory.write_batch(db, [], [boot], {})
+    _add_machines(db, (1,), now)
+    inventory.write_batch(db, [], [_boot_row(1, "0" * 64, now)], {})
     inventory.delete_machine(db, 1, None, "test")
     with db.read() as s:
         assert s.scalar(select(func.count()).select_from(Boot)) == 0
