@@ -176,6 +176,14 @@ def db_current(ctx: Ctx) -> None:
 def serve(ctx: Ctx, /, bind: str, workers: int, access_log: bool) -> None:
     """Serve under gunicorn (the production server)."""
     ctx.secret()  # refuse to start without one, before forking anything
+    # Not migrated here: brains sharing one PostgreSQL would race to do it.
+    stale = migrate.behind(ctx.db.engine)
+    if stale is not None:
+        found, newest = stale
+        raise click.ClickException(
+            f"the database schema is at {found or 'nothing (empty database)'}, this bootbrain "
+            f"needs {newest}: run `bootbrain db upgrade` (`bootbrain init` on a new install)"
+        )
     _first_token(ctx)
     from bootbrain.integrations.sync import replay_spools
 

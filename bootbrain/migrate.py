@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
 
 
 def alembic_config(url: str) -> Config:
@@ -29,3 +33,18 @@ def downgrade(url: str, revision: str) -> None:
 
 def current(url: str) -> None:
     command.current(alembic_config(url), verbose=True)
+
+
+@functools.cache
+def newest() -> str:
+    """The head revision this package's migrations lead to."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None
+    return head
+
+
+def behind(engine: Engine) -> tuple[str | None, str] | None:
+    """(the database's revision, the newest) when the schema is not the newest, else None."""
+    with engine.connect() as conn:
+        found = MigrationContext.configure(conn).get_current_revision()
+    return None if found == newest() else (found, newest())

@@ -55,6 +55,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = f"sqlite:///{tmp_path / 'inventory.db'}"
         db = Database(url)
         Base.metadata.create_all(db.engine)
+        with db.engine.begin() as conn:  # what the migrations leave, for `bootbrain serve`
+            conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+            conn.execute(text("INSERT INTO alembic_version VALUES (:v)"), {"v": migrate.newest()})
         db.dispose()
         return url
     url: str = request.getfixturevalue("pg_schema")

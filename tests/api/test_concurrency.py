@@ -3,9 +3,7 @@ update, every acknowledged write present afterwards. On SQLite and PostgreSQL.""
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -16,60 +14,33 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.api.serving import bootbrain_env, start_serve
+
 pytestmark = pytest.mark.slow
 
 CLIENTS = 50
 INCREMENTS = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     # db_url comes with the schema in place (tests/conftest.py).
-    env = {
-        **os.environ,
-        "BOOTBRAIN_DATABASE_URL": db_url,
-        "BOOTBRAIN_DATA_DIR": str(tmp_path),
-        "BOOTBRAIN_SECRET_KEY": "concurrency-test-secret",
-        "BOOTBRAIN_CONFIG": str(tmp_path / "none.toml"),
-    }
-    (tmp_path / "none.toml").write_text("")
-    bootbrain = [sys.executable, "-m", "bootbrain"]
+    env = bootbrain_env(db_url, tmp_path)
+    create = ["token", "create", "--name", "load", "--scope", "write", "--quiet"]
     token = subprocess.run(
-        [*bootbrain, "token", "create", "--name", "load", "--scope", "write", "--quiet"],
+        [sys.executable, "-m", "bootbrain", *create],
         env=env,
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    port = _free_port()
-    log = (tmp_path / "gunicorn.log").open("w")
-    proc = subprocess.Popen(
-        [*bootbrain, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "4", "--no-access-log"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "gunicorn.log"
+    proc, base = start_serve(env, log, "--workers", "4", "--no-access-log")
     try:
-        for _ in range(100):
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text())
-        yield base, {"Authorization": f"Bearer {token}"}, tmp_path / "gunicorn.log"
+        yield base, {"Authorization": f"Bearer {token}"}, log
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        log.close()
 
 
 def test_concurrent_writers_and_readers(server) -> None:  # type: ignore[no-untyped-def]
