@@ -170,10 +170,14 @@ def db_current(ctx: Ctx) -> None:
 
 @main.command()
 @click.option("--bind", default="127.0.0.1:8080", show_default=True)
-@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="gunicorn worker processes  [default: one per CPU]",
+)
 @click.option("--access-log/--no-access-log", default=True)
 @pass_ctx
-def serve(ctx: Ctx, /, bind: str, workers: int, access_log: bool) -> None:
+def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool) -> None:
     """Serve under gunicorn (the production server)."""
     ctx.secret()  # refuse to start without one, before forking anything
     # Not migrated here: brains sharing one PostgreSQL would race to do it.
