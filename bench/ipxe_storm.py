@@ -6,7 +6,9 @@ serving a static file of the same size, in the same run.
     python bench/ipxe_storm.py --machines 100 --machines 100000   # cost vs size
 
 Prints requests/s, p50 and p99 for each, and bootbrain's throughput as a ratio of
-nginx's (these machines are noisy; the ratio is what to compare across runs).
+nginx's (these machines are noisy; the ratio is what to compare across runs). Each
+server first gets a 5-second run that is not counted (connections, prepared
+statements and caches warm up, as they are long before a real storm).
 Needs wrk and nginx (Debian packages); PostgreSQL via scripts/postgres-for-tests.sh.
 Everything listens on 127.0.0.1 and is stopped at the end.
 """
@@ -40,6 +42,7 @@ from bootbrain.models import Machine, Network, Nic, Profile, utcnow  # noqa: E40
 
 CONNECTIONS = 64
 DURATION = "15s"
+WARMUP = "5s"
 
 
 def free_port() -> int:
@@ -154,8 +157,8 @@ def _ms(value: str) -> float:
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
-def run_wrk(name: str, url: str, lua: Path | None) -> Result:
-    cmd = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency"]
+def run_wrk(name: str, url: str, lua: Path | None, duration: str = DURATION) -> Result:
+    cmd = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}", "--latency"]
     if lua:
         cmd += ["-s", str(lua)]
     out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
@@ -201,7 +204,9 @@ def wait_http(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def start_bootbrain(url: str, tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_bootbrain(
+    url: str, tmp: Path, workers: int | None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {
         **os.environ,
@@ -220,8 +225,7 @@ def start_bootbrain(url: str, tmp: Path, workers: int) -> tuple[subprocess.Popen
             "serve",
             "--bind",
             f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
+            *(["--workers", str(workers)] if workers else []),
             "--no-access-log",
         ],
         env=env,
@@ -248,7 +252,7 @@ def lua_script(tmp: Path, n: int, sample: int = 5000) -> Path:
     return path
 
 
-def bench_one(db_name: str, url: str, n: int, workers: int) -> tuple[Result, Result, int]:
+def bench_one(db_name: str, url: str, n: int, workers: int | None) -> tuple[Result, Result, int]:
     fill(url, n)
     with tempfile.TemporaryDirectory(prefix="bb-bench-") as t:
         tmp = Path(t)
@@ -263,14 +267,15 @@ def bench_one(db_name: str, url: str, n: int, workers: int) -> tuple[Result, Res
             ng, ng_port = start_nginx(tmp, len(sample.content))
             try:
                 lua = lua_script(tmp, n)
+                run_wrk("warm-up", f"http://127.0.0.1:{bb_port}", lua, WARMUP)
                 ours = run_wrk(
                     f"bootbrain /ipxe ({db_name}, {n:,} machines)",
                     f"http://127.0.0.1:{bb_port}",
                     lua,
                 )
-                ref = run_wrk(
-                    "nginx static file, same size", f"http://127.0.0.1:{ng_port}/static.ipxe", None
-                )
+                static = f"http://127.0.0.1:{ng_port}/static.ipxe"
+                run_wrk("warm-up", static, None, WARMUP)
+                ref = run_wrk("nginx static file, same size", static, None)
             finally:
                 ng.send_signal(signal.SIGQUIT)
                 ng.wait(timeout=10)
@@ -286,7 +291,7 @@ def main() -> None:
     )
     ap.add_argument("--machines", type=int, action="append", help="inventory size (repeatable)")
     ap.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
-    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--workers", type=int, help="gunicorn workers (default: bootbrain serve's)")
     args = ap.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool):
