@@ -59,19 +59,18 @@ def fill(url: str, n: int) -> None:
     """n machines with a NIC, a static address and a linux profile, by bulk insert."""
     migrate.upgrade(url)
     db = Database(url)
+    tables = ("event", "boot", "next_boot", "machine_tag", "nic", "machine", "rule")
+    tables += ("profile", "network")
     with db.engine.begin() as conn:
-        for table in (
-            "event",
-            "boot",
-            "next_boot",
-            "machine_tag",
-            "nic",
-            "machine",
-            "rule",
-            "profile",
-            "network",
-        ):
-            conn.execute(text(f"DELETE FROM {table}"))
+        if db.is_sqlite:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+        else:
+            # Not DELETE: emptying a million rows that way writes gigabytes of WAL and
+            # leaves dead rows, and the checkpoint and vacuum that follow ran into the
+            # next measurement (PostgreSQL at 100 machines, right after a million:
+            # 845 req/s, p99 168 ms; 1,543 and 86 ms from a small inventory).
+            conn.execute(text(f"TRUNCATE {', '.join(tables)}"))
     now = utcnow()
     with db.engine.begin() as conn:
         conn.execute(
