@@ -207,14 +207,21 @@ def load_machine(reader: Reader, machine_id: int) -> bt.MachineView | None:
     return _machine_of(reader, rows[0]) if rows else None
 
 
+@functools.lru_cache(maxsize=1024)
+def _prefix_and_netmask(cidr: str) -> tuple[int, str]:
+    """A network's prefix length and netmask: the same for every machine on it."""
+    net = IPv4Network(cidr)
+    return net.prefixlen, str(net.netmask)
+
+
 def _machine_of(reader: Reader, r: Row) -> bt.MachineView:
     static = None
     if r["cidr"] is not None and r["address"] is not None:
-        net = IPv4Network(r["cidr"])
+        prefix, netmask = _prefix_and_netmask(r["cidr"])
         static = bt.StaticNet(
             ip=r["address"],
-            prefix=net.prefixlen,
-            netmask=str(net.netmask),
+            prefix=prefix,
+            netmask=netmask,
             gateway=r["gateway"],
             dns=tuple(r["dns"] or ()),
             domain=r["domain"],
