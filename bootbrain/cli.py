@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import click
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from bootbrain import inventory, migrate, schemas
 from bootbrain.config import MissingSecretError, Settings, load_settings
@@ -181,13 +182,13 @@ def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool) -> None
     """Serve under gunicorn (the production server)."""
     ctx.secret()  # refuse to start without one, before forking anything
     # Not migrated here: brains sharing one PostgreSQL would race to do it.
-    stale = migrate.behind(ctx.db.engine)
-    if stale is not None:
-        found, newest = stale
-        raise click.ClickException(
-            f"the database schema is at {found or 'nothing (empty database)'}, this bootbrain "
-            f"needs {newest}: run `bootbrain db upgrade` (`bootbrain init` on a new install)"
-        )
+    try:
+        problem = migrate.schema_problem(ctx.db.engine)
+    except SQLAlchemyError as e:
+        reason = getattr(e, "orig", None) or e
+        raise click.ClickException(f"cannot read the database: {reason}") from None
+    if problem:
+        raise click.ClickException(problem)
     _first_token(ctx)
     from bootbrain.integrations.sync import replay_spools
 

@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine
 
 
@@ -36,15 +37,37 @@ def current(url: str) -> None:
 
 
 @functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(""))
+
+
 def newest() -> str:
     """The head revision this package's migrations lead to."""
-    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    head = _scripts().get_current_head()
     assert head is not None
     return head
 
 
-def behind(engine: Engine) -> tuple[str | None, str] | None:
-    """(the database's revision, the newest) when the schema is not the newest, else None."""
+def schema_problem(engine: Engine) -> str | None:
+    """Why this bootbrain cannot serve the database's schema (what to run), or None.
+
+    Raises SQLAlchemy's errors when the database cannot be read."""
     with engine.connect() as conn:
         found = MigrationContext.configure(conn).get_current_revision()
-    return None if found == newest() else (found, newest())
+    if found == newest():
+        return None
+    if found is None:
+        return "the database has no schema: run `bootbrain init` (or `bootbrain db upgrade`)"
+    try:
+        known = _scripts().get_revision(found) is not None
+    except CommandError:  # alembic's "Can't locate revision"
+        known = False
+    if not known:
+        return (
+            f"the database schema is at {found}, which this bootbrain does not know (it knows "
+            f"up to {newest()}): a newer bootbrain migrated it; upgrade bootbrain on this host"
+        )
+    return (
+        f"the database schema is at {found}, this bootbrain needs {newest()}: "
+        "run `bootbrain db upgrade`"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 import requests
 
 from bootbrain import migrate
-from tests.api.serving import bootbrain_env, start_serve
+from tests.api.serving import bootbrain_env, free_port, start_serve
 
 pytestmark = pytest.mark.slow
 
@@ -50,21 +51,44 @@ def test_workers_default_to_the_cpus_it_may_use(
         proc.wait(timeout=30)
 
 
-@pytest.mark.parametrize("revision", [None, "0003"])
-def test_serve_refuses_a_schema_that_is_not_the_newest(
-    tmp_path: Path, revision: str | None
-) -> None:
-    url = f"sqlite:///{tmp_path}/bootbrain.db"
-    if revision:
-        migrate.upgrade(url, revision)
+def _serve_refusal(url: str, data_dir: Path) -> str:
+    """What ``bootbrain serve`` says when it refuses to start (it must)."""
     result = subprocess.run(
         [sys.executable, "-m", "bootbrain", "serve", "--bind", "127.0.0.1:1"],
-        env=bootbrain_env(url, tmp_path),
+        env=bootbrain_env(url, data_dir),
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    assert f"schema is at {revision or 'nothing'}" in result.stderr
-    assert "run `bootbrain db upgrade`" in result.stderr
+    return result.stderr
+
+
+def test_serve_refuses_an_empty_database(tmp_path: Path) -> None:
+    said = _serve_refusal(f"sqlite:///{tmp_path}/bootbrain.db", tmp_path)
+    assert "the database has no schema: run `bootbrain init`" in said
+
+
+def test_serve_refuses_an_older_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/bootbrain.db"
+    migrate.upgrade(url, "0003")
+    said = _serve_refusal(url, tmp_path)
+    assert f"schema is at 0003, this bootbrain needs {migrate.newest()}" in said
+    assert "run `bootbrain db upgrade`" in said
+
+
+def test_serve_refuses_a_schema_from_a_newer_bootbrain(tmp_path: Path) -> None:
+    """Brains sharing a PostgreSQL: one was upgraded and migrated, this one was not."""
+    url = f"sqlite:///{tmp_path}/bootbrain.db"
+    migrate.upgrade(url)
+    with sqlite3.connect(tmp_path / "bootbrain.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0999'")
+    said = _serve_refusal(url, tmp_path)
+    assert "schema is at 0999, which this bootbrain does not know" in said
+    assert "upgrade bootbrain on this host" in said
+
+
+def test_serve_says_when_it_cannot_reach_the_database(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://bootbrain:x@127.0.0.1:{free_port()}/bootbrain"
+    assert "cannot read the database: connection" in _serve_refusal(url, tmp_path)
