@@ -142,8 +142,11 @@ class Settings(BaseModel):
     bootstrap_retries: int = Field(default=6, ge=1, le=50)
     bootstrap_backoff: int = Field(default=2, ge=1, le=60)
 
-    #: Events from the hot path are written by a background thread in batches.
-    event_flush_interval: float = Field(default=0.25, gt=0)
+    #: Events from the hot path are written by a background thread in batches, one per
+    #: interval. Short, because a batch's write is a burst of CPU that slows every boot
+    #: answered meanwhile: in a boot storm on PostgreSQL p99 / p50 was 1.7-1.9 at
+    #: 0.1 s, 2.3-2.5 at 0.25 s and 3.1-3.2 at 1 s, for the same throughput.
+    event_flush_interval: float = Field(default=0.1, gt=0)
     event_batch_max: int = Field(default=500, gt=0)
 
     #: Which DHCP server bootbrain keeps reservations current in.

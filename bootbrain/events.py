@@ -26,7 +26,7 @@ _STOP = object()
 
 
 class EventWriter:
-    def __init__(self, db: Database, interval: float = 0.25, batch_max: int = 500) -> None:
+    def __init__(self, db: Database, interval: float = 0.1, batch_max: int = 500) -> None:
         self.db = db
         self.interval = interval
         self.batch_max = batch_max
