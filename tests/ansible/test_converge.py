@@ -62,7 +62,6 @@ def scenario(target: harness.Target, wheelhouse: Path) -> Scenario:
         # Loopback only: the tree shares this machine's network.
         "bootbrain_nginx_listen": [f"127.0.0.1:{nginx_port}"],
         "bootbrain_gunicorn_bind": f"127.0.0.1:{gunicorn_port}",
-        "bootbrain_gunicorn_workers": 2,
         "bootbrain_dhcp_server": "dnsmasq",
         "bootbrain_dnsmasq_mode": "dhcp",
         "bootbrain_dhcp_interface": "lo",
@@ -194,6 +193,8 @@ def _start_gunicorn(scenario: Scenario, log_name: str) -> tuple[subprocess.Popen
     tgt = scenario.target
     unit = harness.parse_unit(tgt.path("/etc/systemd/system/bootbrain.service").read_text())
     assert unit.user == "bootbrain"
+    # bootbrain_gunicorn_workers is left at 0: serve picks one worker per CPU itself.
+    assert "--workers" not in unit.exec_start, unit.exec_start
     run_dir = tgt.path("/run/bootbrain")  # RuntimeDirectory=, which systemd would create
     run_dir.mkdir(mode=0o755, exist_ok=True)
     uid, gid, _ = tgt._ids(unit.user, unit.group)
