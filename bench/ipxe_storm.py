@@ -66,10 +66,8 @@ def fill(url: str, n: int) -> None:
             for table in tables:
                 conn.execute(text(f"DELETE FROM {table}"))
         else:
-            # Not DELETE: emptying a million rows that way writes gigabytes of WAL and
-            # leaves dead rows, and the checkpoint and vacuum that follow ran into the
-            # next measurement (PostgreSQL at 100 machines, right after a million:
-            # 845 req/s, p99 168 ms; 1,543 and 86 ms from a small inventory).
+            # Not DELETE: emptying a million rows that way writes WAL for every row and
+            # leaves them dead for vacuum, work that can run into the next measurement.
             conn.execute(text(f"TRUNCATE {', '.join(tables)}"))
     now = utcnow()
     with db.engine.begin() as conn:
