@@ -19,6 +19,8 @@ from pathlib import Path
 import ansible_harness as harness
 import pytest
 
+from tests.ports import free_port
+
 pytestmark = [pytest.mark.ansible, pytest.mark.slow]
 
 ASSET = "test/vmlinuz"
@@ -50,9 +52,9 @@ def scenario(target: harness.Target, wheelhouse: Path) -> Scenario:
     asset = work / "vmlinuz"
     data = os.urandom(ASSET_SIZE)
     asset.write_bytes(data)
-    nginx_port, gunicorn_port = harness.free_port(), harness.free_port()
+    nginx_port, gunicorn_port = free_port(), free_port()
     while gunicorn_port == nginx_port:
-        gunicorn_port = harness.free_port()
+        gunicorn_port = free_port()
     variables: dict[str, object] = {
         "bootbrain_install_source": "checkout",
         "bootbrain_checkout_path": str(harness.snapshot_checkout(work / "checkout")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from tests.conftest import Api
+from tests.ports import free_port
 
 
 def lease(
@@ -72,7 +73,6 @@ def test_events_spooled_while_bootbrain_is_down_are_recorded_at_start_up(
     tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
     """The real hook, run as dnsmasq runs it, against a port nobody listens on."""
-    import socket
     import subprocess
     import sys
 
@@ -81,9 +81,7 @@ def test_events_spooled_while_bootbrain_is_down_are_recorded_at_start_up(
 
     settings = app.config["BOOTBRAIN"]
     m = api.post("/machines", {"nics": [{"mac": "52:54:00:aa:cc:07"}]}, expect=201).json
-    with socket.socket() as s:  # a port that refuses connections: bootbrain is down
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # refuses connections: bootbrain is down
     env = {
         "BOOTBRAIN_HOOK_URL": f"http://127.0.0.1:{port}",
         "BOOTBRAIN_HOOK_TOKEN": "bbt_x_y",

@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from bootbrain import migrate
-from tests.api.serving import bootbrain_env, free_port, start_serve
+from tests.api.serving import bootbrain_env, start_serve
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 

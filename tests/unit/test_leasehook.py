@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import pytest
 from bootbrain.hooks import leasehook
 from bootbrain.identity import canonical_mac
 from bootbrain.integrations import render_hook_conf, render_hook_wrapper
+from tests.ports import free_port
 
 HOOK = Path(leasehook.__file__)
 TOKEN = "bb_test_token"
@@ -94,10 +94,7 @@ def endpoint() -> Iterator[Endpoint]:
 
 def dead_url() -> str:
     """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def run_hook(tmp: Path, url: str, *args: str, env: dict[str, str] | None = None,
