@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,74 @@ def test_serve_refuses_a_schema_from_a_newer_bootbrain(tmp_path: Path) -> None:
 def test_serve_says_when_it_cannot_reach_the_database(tmp_path: Path) -> None:
     url = f"postgresql+psycopg://bootbrain:x@127.0.0.1:{free_port()}/bootbrain"
     assert "cannot read the database: connection" in _serve_refusal(url, tmp_path)
+
+
+# --- closing connections ---------------------------------------------------------------
+
+
+def _request(path: str = "/boot.ipxe") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: iPXE/1.21\r\n\r\n".encode()
+
+
+def _read_response(conn: socket.socket) -> tuple[bytes, bytes]:
+    """(head, body) of one response, read by its Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"closed before the headers: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?im)^content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, "closed inside the body"
+        body += chunk
+    return head, body
+
+
+@pytest.fixture
+def one_worker(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    url = f"sqlite:///{tmp_path}/bootbrain.db"
+    migrate.upgrade(url)
+    log = tmp_path / "gunicorn.log"
+    proc, base = start_serve(bootbrain_env(url, tmp_path), log, "--workers", "1")
+    try:
+        yield "127.0.0.1", int(base.rsplit(":", 1)[1])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_client_that_does_not_hang_up_does_not_hold_the_worker(
+    one_worker: tuple[str, int],
+) -> None:
+    """The one worker answers the next machine while the last one still holds its
+    connection open (gunicorn's own close waits up to 2 s for the client's FIN)."""
+    with socket.create_connection(one_worker, timeout=10) as lingering:
+        lingering.sendall(_request())
+        head, body = _read_response(lingering)
+        assert head.startswith(b"HTTP/1.1 200") and body.startswith(b"#!ipxe\n")
+        started = time.monotonic()
+        answer = requests.get(f"http://{one_worker[0]}:{one_worker[1]}/boot.ipxe", timeout=10)
+        waited = time.monotonic() - started
+        assert answer.text.startswith("#!ipxe\n")
+        assert waited < 1.0, f"the worker waited {waited:.1f} s for the first client"
+        assert lingering.recv(1) == b""  # the server closed its side
+
+
+def test_a_pipelined_request_gets_one_whole_answer_and_a_clean_end(
+    one_worker: tuple[str, int],
+) -> None:
+    """Bytes after the request (a second request, junk) are not answered and do not
+    break the first answer. (That they are drained before the close, so the kernel
+    sends FIN and not RST, is tests/unit/test_server.py: on loopback the client
+    reads its answer either way.)"""
+    for _ in range(20):
+        with socket.create_connection(one_worker, timeout=10) as conn:
+            conn.sendall(_request() + _request() + b"X" * 30000)
+            time.sleep(0.05)  # the extra bytes are in the server's buffer before it answers
+            head, body = _read_response(conn)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert b"connection: close" in head.lower()
+            assert body.startswith(b"#!ipxe\n") and body.rstrip().endswith(b"exit")
+            assert conn.recv(65536) == b""  # one answer, then a clean end (no reset)
