@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import StatementError
 
 from bootbrain import inventory, security
 from bootbrain.db import Database
@@ -177,3 +178,32 @@ def test_deleting_a_machine_deletes_its_boots(app: Any, db: Database) -> None:
     inventory.delete_machine(db, 1, None, "test")
     with db.read() as s:
         assert s.scalar(select(func.count()).select_from(Boot)) == 0
+
+
+def test_a_batch_keeps_its_times_to_the_microsecond(db_url: str) -> None:
+    db = Database(db_url)
+    now = utcnow().replace(microsecond=123456)
+    elsewhere = now.astimezone(timezone(timedelta(hours=2)))  # the same instant
+    _add_machines(db, (1,), now)
+    inventory.write_batch(
+        db, [_boot_event(1, elsewhere)], [_boot_row(1, "0" * 64, now)], {1: (elsewhere, "10.0.0.9")}
+    )
+    with db.read() as s:
+        assert s.scalars(select(Event.at)).one() == now
+        boot = s.scalars(select(Boot)).one()
+        assert (boot.created_at, boot.expires_at) == (now, now + timedelta(hours=1))
+        assert s.get(Machine, 1).last_seen_at == now
+    db.dispose()
+
+
+def test_a_naive_time_is_refused_and_nothing_is_written(db_url: str) -> None:
+    db = Database(db_url)
+    now = utcnow()
+    _add_machines(db, (1,), now)
+    naive = now.replace(tzinfo=None)
+    with pytest.raises((ValueError, StatementError), match="naive datetime"):
+        inventory.write_batch(db, [_boot_event(1, now)], [_boot_row(1, "0" * 64, naive)], {})
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Event)) == 0
+        assert s.scalar(select(func.count()).select_from(Boot)) == 0
+    db.dispose()
