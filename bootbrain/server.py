@@ -18,33 +18,34 @@ from gunicorn.workers.sync import SyncWorker
 
 
 class _ClientSocket(socket.socket):
-    """A client connection that, once the response is sent, reads only what the
-    client has already sent before closing, and does not wait for more.
+    """A client connection that is closed at once after the response when the client
+    has sent nothing more, and otherwise as gunicorn closes it.
 
     gunicorn (since 26, benoitc/gunicorn#3590) closes each connection by sending FIN,
     then reading until the client hangs up (at most 2 s or 64 KB), so that unread
     request bytes cannot make the kernel answer with a RST that cuts the response
-    short. That read blocks a sync worker until the client's side of the loopback or
-    LAN round trip is scheduled and closes: without it, the workers answered 9-33 %
-    more boots per second in 5 of 6 paired boot-storm runs on PostgreSQL (README,
-    "Performance"). Bytes already received are still drained, so a request with an
-    unread body or a pipelined second request still gets a FIN, not a RST; a client
-    that sends more after a ``Connection: close`` response is past any help.
+    short. For a sync worker that is a wait, after every answer, for the client to be
+    scheduled and close; without it the workers answered 9-33 % more boots per second
+    in 5 of 6 paired boot-storm runs on PostgreSQL (README, "Performance"). Here the
+    wait is kept only where it protects something: when bytes from the client are
+    already waiting after the response (an unread body, a pipelined request), the
+    rest is read as gunicorn reads it; when none are, the connection is closed now.
     """
 
-    _finished = False
+    _after_response = False
 
     def shutdown(self, how: int) -> None:
         super().shutdown(how)
         if how == socket.SHUT_WR:
-            self._finished = True
+            self._after_response = True
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        if self._finished:
+        if self._after_response:
+            self._after_response = False
             waiting = select.poll()  # not select(): descriptors can be above FD_SETSIZE
             waiting.register(self, select.POLLIN)
             if not waiting.poll(0):
-                return b""  # nothing waiting: read as the client's end, so the close is now
+                return b""  # the client sent nothing more: read as its end, close now
         return super().recv(bufsize, flags)
 
 

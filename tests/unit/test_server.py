@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -31,13 +32,30 @@ def test_reads_wait_for_the_client_until_the_answer_is_sent(
     assert server.recv(10) == b"GET /"
 
 
-def test_after_the_answer_only_bytes_already_sent_are_read(
+def test_after_the_answer_a_silent_client_is_not_waited_for(
     pair: tuple[_ClientSocket, socket.socket],
 ) -> None:
     server, client = pair
-    client.sendall(b"more")
     server.shutdown(socket.SHUT_WR)
     server.settimeout(2.0)  # as gunicorn's close sets it
-    assert server.recv(10) == b"more"
     assert server.recv(10) == b""  # the client is silent but still there: done
     assert client.recv(10) == b""  # and it saw the answer end
+
+
+def test_after_the_answer_a_client_still_sending_is_read_to_its_end(
+    pair: tuple[_ClientSocket, socket.socket],
+) -> None:
+    """Bytes waiting after the response mean the client is not done: read it all, as
+    gunicorn does, so the close cannot become a RST."""
+    server, client = pair
+    client.sendall(b"more")
+    server.shutdown(socket.SHUT_WR)
+    server.settimeout(2.0)
+    assert server.recv(10) == b"more"
+    later = threading.Timer(0.2, lambda: (client.sendall(b"rest"), client.shutdown(socket.SHUT_WR)))
+    later.start()
+    try:
+        assert server.recv(10) == b"rest"  # waited for it
+        assert server.recv(10) == b""  # the client's end
+    finally:
+        later.join()
