@@ -26,7 +26,8 @@ _STOP = object()
 
 
 class EventWriter:
-    def __init__(self, db: Database, interval: float = 0.1, batch_max: int = 500) -> None:
+    def __init__(self, db: Database, interval: float, batch_max: int) -> None:
+        # No defaults here: the settings (event_flush_interval, event_batch_max) hold them.
         self.db = db
         self.interval = interval
         self.batch_max = batch_max

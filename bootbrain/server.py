@@ -50,7 +50,8 @@ class _ClientSocket(socket.socket):
 
 
 class BootWorker(SyncWorker):  # type: ignore[misc]
-    """gunicorn's sync worker, closing each connection without waiting for the client."""
+    """gunicorn's sync worker, not waiting after an answer for a client that has sent
+    nothing more to hang up (see :class:`_ClientSocket`)."""
 
     def accept(self, listener: Any) -> None:
         accepted, addr = listener.accept()
