@@ -286,7 +286,10 @@ class Boot(Base):
     """
 
     __tablename__ = "boot"
-    __table_args__ = (UniqueConstraint("token_hash"),)
+    #: ``expires_at`` is indexed for pruning (:func:`bootbrain.inventory.prune`): its
+    #: values arrive in nearly increasing order, so the hot path's insert lands on the
+    #: index's last page.
+    __table_args__ = (UniqueConstraint("token_hash"), Index("ix_boot_expires_at", "expires_at"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     #: Not a foreign key: the writer stores boots in batches a moment after /ipxe, and
