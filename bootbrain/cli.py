@@ -20,6 +20,7 @@ from bootbrain import inventory, migrate, schemas
 from bootbrain.config import MissingSecretError, Settings, load_settings
 from bootbrain.db import Database
 from bootbrain.errors import AuthError, BootbrainError, ConflictError, FieldError, NotFoundError
+from bootbrain.models import utcnow
 
 ACTOR = "cli"
 
@@ -198,6 +199,34 @@ def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool) -> None
     from bootbrain.server import run
 
     run(bind=bind, workers=workers, access_log=access_log)
+
+
+@main.command()
+@click.option(
+    "--events-days",
+    type=click.IntRange(min=0),
+    help="delete events older than this; 0 keeps them  [default: event_retention_days]",
+)
+@click.option(
+    "--boots-days",
+    type=click.IntRange(min=0),
+    help="delete boot records this long after their token expired; 0 keeps them  "
+    "[default: boot_retention_days]",
+)
+@pass_ctx
+def prune(ctx: Ctx, /, events_days: int | None, boots_days: int | None) -> None:
+    """Delete old events and boot records (run daily; brains sharing a database may
+    all run it)."""
+    s = ctx.settings
+    events_days = s.event_retention_days if events_days is None else events_days
+    boots_days = s.boot_retention_days if boots_days is None else boots_days
+    done = _run(lambda: inventory.prune(ctx.db, utcnow(), events_days, boots_days))
+
+    def kept(days: int) -> str:
+        return f"older than {days} day{'' if days == 1 else 's'}" if days else "kept forever"
+
+    click.echo(f"deleted {done.events} event(s) ({kept(events_days)})")
+    click.echo(f"deleted {done.boots} boot record(s) ({kept(boots_days)})")
 
 
 # --- tokens --------------------------------------------------------------------------

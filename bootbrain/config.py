@@ -148,6 +148,11 @@ class Settings(BaseModel):
     #: 0.1 s, 2.3-2.5 at 0.25 s and 3.1-3.2 at 1 s, for the same throughput.
     event_flush_interval: float = Field(default=0.1, gt=0)
     event_batch_max: int = Field(default=500, gt=0)
+    #: ``bootbrain prune`` (the Ansible role runs it daily) deletes events older than
+    #: this many days, and boot records this many days after their token expired.
+    #: 0 keeps them forever.
+    event_retention_days: int = Field(default=180, ge=0)
+    boot_retention_days: int = Field(default=30, ge=0)
 
     #: Which DHCP server bootbrain keeps reservations current in.
     dhcp: Literal["none", "dnsmasq", "kea"] = "none"
