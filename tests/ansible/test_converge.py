@@ -177,6 +177,24 @@ def test_dnsmasq_accepts_the_deployed_configuration(
         assert path.is_file() and os.access(path, os.X_OK), f"lease hook {script} is not executable"
 
 
+def test_prune_timer_runs_prune_as_its_unit_says(
+    scenario: Scenario, second_converge: harness.PlaybookRun
+) -> None:
+    """The timer is daily, and its service's command works as the service's user on
+    the inventory the role set up."""
+    tgt = scenario.target
+    timer = tgt.path("/etc/systemd/system/bootbrain-prune.timer").read_text()
+    assert re.search(r"^OnCalendar=daily$", timer, re.M), timer
+    assert re.search(r"^WantedBy=timers\.target$", timer, re.M), timer
+    unit = harness.parse_unit(tgt.path("/etc/systemd/system/bootbrain-prune.service").read_text())
+    assert unit.user == "bootbrain"
+    assert unit.exec_start[-1] == "prune", unit.exec_start
+    result = tgt.run(["runuser", "-u", unit.user, "--", *unit.exec_start], env=unit.environment)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "deleted 0 event(s) (older than 180 days)" in result.stdout, result.stdout
+    assert "deleted 0 boot record(s) (older than 30 days)" in result.stdout, result.stdout
+
+
 def test_services_answer_through_nginx(
     scenario: Scenario, second_converge: harness.PlaybookRun, timings: list[tuple[str, float]]
 ) -> None:
