@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import shutil
 import signal
@@ -241,16 +240,27 @@ def start_bootbrain(
     return proc, port
 
 
-def lua_script(tmp: Path, n: int, sample: int = 5000) -> Path:
-    rng = random.Random(1)
-    macs = [mac_of(rng.randint(1, n)).replace(":", "-") for _ in range(min(sample, n))]
+def lua_script(tmp: Path, n: int) -> Path:
+    """Each request for a machine drawn at random from all ``n`` (``mac_of``, computed
+    in Lua): a boot storm touches every part of the inventory, never a warm subset.
+    Each wrk thread gets its own random sequence."""
     path = tmp / "random_machines.lua"
     path.write_text(
-        "local macs = {" + ",".join(f'"{m}"' for m in macs) + "}\n"
-        "math.randomseed(os.time())\n"
+        f"local n = {n}\n"
+        "local threads = 0\n"
+        "function setup(thread)\n"
+        "  threads = threads + 1\n"
+        '  thread:set("thread_id", threads)\n'
+        "end\n"
+        "function init(args)\n"
+        "  math.randomseed(os.time() * 1000 + thread_id)\n"
+        "end\n"
+        "local floor = math.floor\n"
         "request = function()\n"
-        "  local m = macs[math.random(#macs)]\n"
-        '  return wrk.format("GET", "/ipxe?uuid=&mac=" .. m .. "&serial=&board-serial='
+        "  local i = math.random(n)\n"
+        '  local mac = string.format("02-%02x-%02x-%02x-%02x-%02x", floor(i / 2^32) % 256,\n'
+        "    floor(i / 2^24) % 256, floor(i / 2^16) % 256, floor(i / 2^8) % 256, i % 256)\n"
+        '  return wrk.format("GET", "/ipxe?uuid=&mac=" .. mac .. "&serial=&board-serial='
         '&manufacturer=&product=&asset=&buildarch=x86_64&platform=efi")\n'
         "end\n"
     )
