@@ -1112,17 +1112,18 @@ def _prune_events(db: Database, cutoff: datetime, chunk: int) -> int:
 
 
 def _prune_boots(db: Database, cutoff: datetime, chunk: int) -> int:
+    oldest = (
+        select(Boot.id)
+        .where(Boot.expires_at < cutoff)
+        .order_by(Boot.expires_at)
+        .limit(chunk)
+        .scalar_subquery()
+    )
+    stmt = delete(Boot).where(Boot.id.in_(oldest))
     deleted = 0
     while True:
-        oldest = (
-            select(Boot.id)
-            .where(Boot.expires_at < cutoff)
-            .order_by(Boot.expires_at)
-            .limit(chunk)
-            .scalar_subquery()
-        )
         with db.write() as s:
-            count = s.connection().execute(delete(Boot).where(Boot.id.in_(oldest))).rowcount
+            count = s.connection().execute(stmt).rowcount
         deleted += count
         if count < chunk:
             return deleted
