@@ -65,9 +65,10 @@ def main() -> None:
         BOOTBRAIN_CONFIG=str(data / "empty.toml"),
         BOOTBRAIN_PUBLIC_URL="http://10.0.0.1",
     )
-    from bootbrain import bootflow, lookup
     from bootbrain.app import create_app
     from bootbrain.boot import render
+    from bootbrain.inventory import lookup
+    from bootbrain.machine import flow as bootflow
 
     timed(lookup, "lookup_for_boot", "lookup")
     timed(render, "render_decision", "render")
@@ -99,7 +100,7 @@ def main() -> None:
     for i in range(args.number):
         answer(macs[i % len(macs)])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    app.extensions["bootbrain.events"].close()
+    app.extensions["bootbrain"].events.close()
     n = args.number
     per = f"{1e6 * wall / n:.0f} µs wall, {1e6 * cpu / n:.0f} µs CPU"
     print(f"{args.url.split(':')[0]}: {per} per /ipxe")

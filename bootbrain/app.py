@@ -1,4 +1,10 @@
-"""The application factory. Nothing is created or read at import time."""
+"""The application factory and composition root: settings → services → routes.
+
+Nothing is created or read at import time. :func:`create_app` builds the services
+(:func:`bootbrain.services.build`, which the CLI uses too) and registers the three
+kinds of routes: the machine routes (:mod:`bootbrain.machine.routes`), the operator
+API (:mod:`bootbrain.api`) and the monitoring routes (:mod:`bootbrain.ops`).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,10 @@ from typing import Any
 
 from flask import Flask
 
+from bootbrain import api, ops, services
 from bootbrain.config import Settings, load_settings
-from bootbrain.db import Database
-from bootbrain.events import EventWriter
+from bootbrain.machine import errors as machine_errors
+from bootbrain.machine import routes as machine_routes
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
@@ -26,15 +33,9 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
         )
 
     settings.secret()  # refuse to start without one: tokens are HMACs keyed with it
-    db = Database(settings.database_url)
-    writer = EventWriter(db, settings.event_flush_interval, settings.event_batch_max)
-    app.extensions["bootbrain.db"] = db
-    app.extensions["bootbrain.events"] = writer
-
-    from bootbrain import api, machine_routes
-    from bootbrain.integrations import sync
-
-    machine_routes.init_app(app)
-    api.init_app(app)
-    sync.init_app(app, settings, db)
+    built = services.build(settings)
+    app.extensions["bootbrain"] = built
+    machine_routes.init_app(app, built)
+    ops.init_app(app)
+    api.init_app(app, script_fallback=machine_errors.for_request)
     return app

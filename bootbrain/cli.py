@@ -1,34 +1,52 @@
 """The ``bootbrain`` command. It works on the inventory directly (on the boot host, as
 the service user); the REST API is for remote automation. Every write goes through
 the same schemas and inventory functions as the API, so the CLI validates exactly as
-the API does.
+the API does, and through the same services (:func:`bootbrain.services.build`), so a
+CLI write reaches what an API write reaches (the DHCP server's reservations).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import yaml
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 
-from bootbrain import inventory, migrate, schemas
-from bootbrain.config import MissingSecretError, Settings, load_settings
-from bootbrain.db import Database
-from bootbrain.errors import AuthError, BootbrainError, ConflictError, FieldError, NotFoundError
+from bootbrain import identity, inventory, migrate, schemas, server, services
+from bootbrain.boot.types import Facts
+from bootbrain.config import Settings, load_settings
+from bootbrain.db import Database, DatabaseError
+from bootbrain.errors import (
+    AuthError,
+    BootbrainError,
+    ConflictError,
+    FieldError,
+    IdentityError,
+    ImportRowsError,
+    MissingSecretError,
+)
+from bootbrain.integrations import commands as integration_commands
+from bootbrain.integrations.sync import replay_spools
+from bootbrain.inventory import transfer
+from bootbrain.machine import documents, flow
 from bootbrain.models import utcnow
 
 ACTOR = "cli"
 
 
 class Ctx:
+    """What a command works with, built on first use: a command that only renders a
+    file never opens the database."""
+
     def __init__(self) -> None:
         self._settings: Settings | None = None
-        self._db: Database | None = None
+        self._services: services.Services | None = None
 
     @property
     def settings(self) -> Settings:
@@ -37,10 +55,14 @@ class Ctx:
         return self._settings
 
     @property
+    def services(self) -> services.Services:
+        if self._services is None:
+            self._services = services.build(self.settings)
+        return self._services
+
+    @property
     def db(self) -> Database:
-        if self._db is None:
-            self._db = Database(self.settings.database_url)
-        return self._db
+        return self.services.db
 
     def secret(self) -> bytes:
         try:
@@ -102,6 +124,35 @@ def _cell(v: Any) -> str:
     if isinstance(v, dict):
         return str(v.get("profile", v))
     return str(v)
+
+
+#: Files with fewer rows than this import without a progress bar.
+PROGRESS_THRESHOLD = 500
+
+
+@contextmanager
+def _progress_bar(what: str) -> Iterator[transfer.Progress | None]:
+    """A progress callback drawing a bar on a terminal (none when piped or small)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress  # only here: rich is slow to import
+
+    bar = Progress(transient=True)
+    task: list[Any] = []
+
+    def advance(done: int, total: int) -> None:
+        if total < PROGRESS_THRESHOLD:
+            return
+        if not task:
+            bar.start()
+            task.append(bar.add_task(what, total=total))
+        bar.update(task[0], completed=done)
+
+    try:
+        yield advance
+    finally:
+        bar.stop()
 
 
 @click.group()
@@ -185,20 +236,18 @@ def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool) -> None
     # Not migrated here: brains sharing one PostgreSQL would race to do it.
     try:
         problem = migrate.schema_problem(ctx.db.engine)
-    except SQLAlchemyError as e:
+    except DatabaseError as e:
         reason = getattr(e, "orig", None) or e
         raise click.ClickException(f"cannot read the database: {reason}") from None
     if problem:
         raise click.ClickException(problem)
     _first_token(ctx)
-    from bootbrain.integrations.sync import replay_spools
-
     replayed = replay_spools(ctx.settings, ctx.db)
     if replayed:
         click.echo(f"recorded {replayed} lease event(s) spooled while bootbrain was down")
-    from bootbrain.server import run
-
-    run(bind=bind, workers=workers, access_log=access_log)
+    # The workers build their own services after the fork; these are not shared.
+    ctx.services.close()
+    server.run(bind=bind, workers=workers, access_log=access_log)
 
 
 @main.command()
@@ -470,10 +519,8 @@ def machine_config(
     """Print the documents the booted OS would be served now (meta-data, user-data,
     vendor-data, network-config, metadata.json); records nothing. The token in URLs is
     a placeholder."""
-    from bootbrain import metadata
-
     out = _run(
-        lambda: metadata.preview(
+        lambda: documents.preview(
             ctx.db,
             ctx.settings,
             machine_id,
@@ -507,8 +554,6 @@ def machine_config(
 def _load_doc(path: str | None, inline: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     if path:
-        import yaml
-
         raw = sys.stdin.read() if path == "-" else Path(path).read_text()
         loaded = yaml.safe_load(raw)
         if not isinstance(loaded, dict):
@@ -526,7 +571,6 @@ def _resource_group(
     out: Any,
     columns: list[str],
     fns: dict[str, Callable[..., Any]],
-    extra: tuple[Any, ...] = (),
     reveal: dict[str, Any] | None = None,
 ) -> click.Group:
     # Listings withhold secret fields; one item on this host's CLI shows them.
@@ -543,7 +587,7 @@ def _resource_group(
     def add(ctx: Ctx, /, path: str | None, sets: tuple[str, ...]) -> None:
         doc = _load_doc(path, _pairs(sets))
         data = _run(lambda: model_in.model_validate(doc))
-        obj = _run(lambda: fns["create"](ctx.db, data, *extra, ACTOR))
+        obj = _run(lambda: fns["create"](ctx.db, data, ACTOR))
         _emit(out.of(fns["get"](ctx.db, obj.id), **shown), False, columns)
 
     @group.command("edit")
@@ -554,7 +598,7 @@ def _resource_group(
     def edit(ctx: Ctx, /, item_id: int, path: str | None, sets: tuple[str, ...]) -> None:
         doc = _load_doc(path, _pairs(sets))
         data = _run(lambda: model_update.model_validate(doc))
-        _run(lambda: fns["update"](ctx.db, item_id, data, *extra, None, ACTOR))
+        _run(lambda: fns["update"](ctx.db, item_id, data, None, ACTOR))
         _emit(out.of(fns["get"](ctx.db, item_id), **shown), False, columns)
 
     @group.command("list")
@@ -603,12 +647,6 @@ def _pairs(sets: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _profile_check() -> tuple[Any, ...]:
-    from bootbrain.profiles import check_profile
-
-    return (check_profile,)
-
-
 main.add_command(
     _resource_group(
         "profile",
@@ -624,7 +662,6 @@ main.add_command(
             "update": inventory.update_profile,
             "delete": inventory.delete_profile,
         },
-        _profile_check(),
         reveal={"reveal": True},
     )
 )
@@ -683,11 +720,10 @@ main.add_command(
 @pass_ctx
 def import_(ctx: Ctx, /, path: str, fmt: str) -> None:
     """Import machines (and networks, profiles, rules) from CSV or YAML: all or nothing."""
-    from bootbrain import transfer
-
     try:
-        counts = transfer.import_file(ctx.db, Path(path), fmt, _profile_check()[0], ACTOR)
-    except transfer.ImportRowsError as e:
+        with _progress_bar("importing") as progress:
+            counts = transfer.import_file(ctx.db, Path(path), fmt, ACTOR, progress)
+    except ImportRowsError as e:
         for p in e.problems:
             click.secho(f"{path}:{p.line}: {p.field}: {p.message}", fg="red", err=True)
         fail(f"nothing imported: {len(e.problems)} bad row(s)", 2)
@@ -699,8 +735,6 @@ def import_(ctx: Ctx, /, path: str, fmt: str) -> None:
 @pass_ctx
 def export(ctx: Ctx, /, fmt: str) -> None:
     """Export the inventory (YAML: everything; CSV: machines) to stdout."""
-    from bootbrain import transfer
-
     click.echo(transfer.export(ctx.db, fmt), nl=False)
 
 
@@ -708,9 +742,7 @@ def export(ctx: Ctx, /, fmt: str) -> None:
 @pass_ctx
 def demo(ctx: Ctx) -> None:
     """Create a small example inventory to look at."""
-    from bootbrain import transfer
-
-    counts = _run(lambda: transfer.load_demo(ctx.db, _profile_check()[0], ACTOR))
+    counts = _run(lambda: transfer.load_demo(ctx.db, ACTOR))
     click.echo("demo inventory: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
@@ -736,9 +768,6 @@ def render(
     base_url: str | None,
 ) -> None:
     """Print the script a machine would get now, and why (records nothing)."""
-    from bootbrain import bootflow, identity
-    from bootbrain.boot.types import Facts
-
     try:
         facts = Facts(
             uuid=identity.canonical_uuid(uuid) if uuid else None,
@@ -751,9 +780,9 @@ def render(
             buildarch=buildarch,
             platform=platform,
         )
-    except identity.IdentityError as e:
+    except IdentityError as e:
         fail(str(e), 2)
-    out = bootflow.preview(
+    out = flow.preview(
         ctx.db,
         ctx.settings,
         facts,
@@ -768,12 +797,6 @@ def render(
     click.echo(out.script, nl=False)
 
 
-def _register_integrations() -> None:
-    from bootbrain.integrations import commands
+integration_commands.register(main, pass_ctx)
 
-    commands.register(main, pass_ctx)
-
-
-_register_integrations()
-
-__all__ = ["Ctx", "NotFoundError", "main"]
+__all__ = ["Ctx", "main"]

@@ -23,9 +23,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bootbrain.errors import MissingSecretError
+from bootbrain.vocabulary import BOOTFILE_RE, LocalMethod
+
 DEFAULT_CONFIG_FILE = Path("/etc/bootbrain/bootbrain.toml")
-#: A boot file name served by TFTP: no separators, spaces or DHCP-config syntax.
-_BOOTFILE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_BOOTFILE = rf"^(?:{BOOTFILE_RE.pattern})$"
 #: An http(s) URL without characters that would split a dnsmasq or Kea option.
 _URL = r"^(https?://[A-Za-z0-9._~:/?\[\]@!$&()*+;=%-]{1,110})?$"
 
@@ -130,7 +132,7 @@ class Settings(BaseModel):
     #: Profile given to unknown or unassigned machines that no rule matches.
     #: Empty: boot from local disk.
     default_profile: str = ""
-    local_boot_method: Literal["exit", "sanboot"] = "exit"
+    local_boot_method: LocalMethod = "exit"
     #: Register unknown machines as ``discovered`` when they boot or lease.
     discovery: bool = False
     discovery_max: int = Field(default=10_000, ge=0)
@@ -218,10 +220,6 @@ class Settings(BaseModel):
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(48) + "\n")
         return True
-
-
-class MissingSecretError(RuntimeError):
-    pass
 
 
 def config_file() -> Path:

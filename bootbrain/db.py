@@ -1,4 +1,4 @@
-"""Engine and sessions, one :class:`Database` per app.
+"""Storage: the engine and sessions, one :class:`Database` per process's services.
 
 SQLite is tuned for several gunicorn workers: WAL (readers never wait for the
 writer), a busy timeout, foreign keys on, and write transactions that start with
@@ -18,13 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, Engine, PoolProxiedConnection, create_engine, event
+from sqlalchemy import Connection, Engine, PoolProxiedConnection, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Select
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+#: What storage raises when the database cannot answer (down, locked, full, broken):
+#: the layers above catch this name, never SQLAlchemy's.
+DatabaseError = SQLAlchemyError
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -202,9 +206,10 @@ class Database:
         )
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(writer, expire_on_commit=False)
-        #: Called after a committed change of a machine's reservation:
-        #: (machine_id, reservation or None when it has none any more).
-        self.reservation_listeners: list[Callable[[int, Any], None]] = []
+        #: Called after a commit that changed reservations, with the changes
+        #: (:data:`bootbrain.inventory.ReservationChanges`); :mod:`bootbrain.services`
+        #: registers the DHCP integration here.
+        self.reservation_listeners: list[Callable[[Any], None]] = []
         self.boot_reader = BootReader(self.engine)
 
     @contextmanager
@@ -217,6 +222,11 @@ class Database:
         """A transaction that commits on success and rolls back on any exception."""
         with self._write() as session, session.begin():
             yield session
+
+    def ping(self) -> None:
+        """A round trip to the database; raises :data:`DatabaseError` when it fails."""
+        with self.read() as s:
+            s.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.boot_reader.close()

@@ -10,12 +10,26 @@ import re
 import uuid as uuidlib
 from ipaddress import IPv4Address, IPv4Network
 
+from bootbrain.errors import IdentityError
+from bootbrain.vocabulary import HOSTNAME_RE
+
+__all__ = [
+    "JUNK_SERIALS",
+    "JUNK_UUIDS",
+    "IdentityError",
+    "canonical_hostname",
+    "canonical_mac",
+    "canonical_uuid",
+    "check_address_in",
+    "is_junk_serial",
+    "is_junk_uuid",
+    "serial_key",
+    "uuid_key",
+]
+
 _HEX_MAC = re.compile(r"[0-9a-f]{12}")
 _MAC_SEPARATED = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
 _MAC_DOTTED = re.compile(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
-HOSTNAME_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-INTERFACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
-TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 #: UUIDs firmware reports when nobody set one. All-zero and all-F are caught by
 #: pattern; these are the well-known placeholders seen in the field.
@@ -61,10 +75,6 @@ JUNK_SERIALS = frozenset(
         "..................",
     }
 )
-
-
-class IdentityError(ValueError):
-    """A value that cannot be put into canonical form."""
 
 
 def canonical_mac(value: str) -> str:

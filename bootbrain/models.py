@@ -1,5 +1,6 @@
 """The inventory schema (SQLAlchemy 2 typed ORM). No Flask, no validation logic here:
-values arrive canonical from :mod:`bootbrain.identity` and :mod:`bootbrain.schemas`.
+values arrive canonical from :mod:`bootbrain.identity` and :mod:`bootbrain.schemas`,
+and the closed sets the check constraints name come from :mod:`bootbrain.vocabulary`.
 
 Identity columns come in pairs: what the machine reported (``uuid``, ``serial`` …) is
 stored as given, and a ``*_key`` column holds the same value only when it is usable as
@@ -30,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from bootbrain.vocabulary import MACHINE_STATES, PROFILE_KINDS, TOKEN_SCOPES
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -37,18 +40,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-MACHINE_STATES = (
-    "new",
-    "discovered",
-    "ready",
-    "provisioning",
-    "deployed",
-    "maintenance",
-    "retired",
-)
-PROFILE_KINDS = ("linux", "ipxe", "chain", "local", "menu")
-TOKEN_SCOPES = ("read", "write")
 
 
 def utcnow() -> datetime:
@@ -74,8 +65,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _states_check() -> str:
-    return "state IN (" + ", ".join(f"'{s}'" for s in MACHINE_STATES) + ")"
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """A check constraint's text: ``column`` holds one of ``values``."""
+    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
 class Base(DeclarativeBase):
@@ -105,9 +97,7 @@ class Profile(Base):
     __tablename__ = "profile"
     __table_args__ = (
         UniqueConstraint("name"),
-        CheckConstraint(
-            "kind IN (" + ", ".join(f"'{k}'" for k in PROFILE_KINDS) + ")", name="kind"
-        ),
+        CheckConstraint(_one_of("kind", PROFILE_KINDS), name="kind"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -148,7 +138,7 @@ class Machine(Base):
         UniqueConstraint("hostname"),
         UniqueConstraint("uuid_key"),
         UniqueConstraint("network_id", "address", name="uq_machine_network_address"),
-        CheckConstraint(_states_check(), name="state"),
+        CheckConstraint(_one_of("state", MACHINE_STATES), name="state"),
         Index("ix_machine_serial_key", "manufacturer", "serial_key"),
         Index("ix_machine_board_serial_key", "manufacturer", "board_serial_key"),
         Index("ix_machine_state", "state"),
@@ -286,7 +276,7 @@ class Boot(Base):
     """
 
     __tablename__ = "boot"
-    #: ``expires_at`` is indexed for pruning (:func:`bootbrain.inventory.prune`): its
+    #: ``expires_at`` is indexed for pruning (:func:`bootbrain.inventory.retention.prune`): its
     #: values arrive in nearly increasing order, so the hot path's insert lands on the
     #: index's last page.
     __table_args__ = (UniqueConstraint("token_hash"), Index("ix_boot_expires_at", "expires_at"))
@@ -335,7 +325,7 @@ class ApiToken(Base):
     __table_args__ = (
         UniqueConstraint("token_hash"),
         UniqueConstraint("name"),
-        CheckConstraint("scope IN ('read', 'write')", name="scope"),
+        CheckConstraint(_one_of("scope", TOKEN_SCOPES), name="scope"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
@@ -26,13 +26,33 @@ from pydantic import (
 
 from bootbrain import identity, models
 from bootbrain.boot import documents
+from bootbrain.errors import IdentityError
+from bootbrain.vocabulary import (
+    CONTROL_RE,
+    DOMAIN_RE,
+    INTERFACE_RE,
+    MENU_KEY_RE,
+    NAME_RE,
+    TAG_RE,
+    Buildarch,
+    LeaseAction,
+    LeaseSource,
+    LocalMethod,
+    MachineState,
+    Platform,
+    ProfileKind,
+    TokenScope,
+)
 
-# Control characters (NUL, newline, ESC …) never belong in a one-line field.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+def _anchored(pattern: re.Pattern[str]) -> str:
+    """A vocabulary pattern (used with fullmatch) as pydantic's ``pattern`` (searched)."""
+    return rf"^(?:{pattern.pattern})$"
 
 
 def _one_line(value: str) -> str:
-    if _CONTROL.search(value):
+    """Control characters (NUL, newline, ESC …) never belong in a one-line field."""
+    if CONTROL_RE.search(value):
         raise ValueError("must be one line of printable text (no control characters)")
     return value
 
@@ -41,7 +61,7 @@ def _as(fn: Any) -> AfterValidator:
     def check(value: str) -> str:
         try:
             return str(fn(value))
-        except identity.IdentityError as e:
+        except IdentityError as e:
             raise ValueError(str(e)) from None
 
     return AfterValidator(check)
@@ -62,19 +82,14 @@ def _cidr(value: str) -> str:
 
 
 def _url(value: str) -> str:
-    if not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]+", value):
+    if not re.fullmatch(r"https?://\S+", value) or CONTROL_RE.search(value):
         raise ValueError("must be an http:// or https:// URL without whitespace")
     return value
 
 
-_DOMAIN_RE = re.compile(
-    r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-)
-
-
 def _domain(value: str) -> str:
     v = value.strip().lower().rstrip(".")
-    if not _DOMAIN_RE.fullmatch(v):
+    if not DOMAIN_RE.fullmatch(v):
         raise ValueError("not a DNS domain name")
     return v
 
@@ -87,15 +102,12 @@ LongText = Annotated[
         lambda v: v if "\x00" not in v else (_ for _ in ()).throw(ValueError("NUL byte"))
     ),
 ]
-Name = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
-]
+Name = Annotated[str, StringConstraints(pattern=_anchored(NAME_RE))]
 Mac = Annotated[str, StringConstraints(max_length=32), _as(identity.canonical_mac)]
 Uuid = Annotated[str, StringConstraints(max_length=45), _as(identity.canonical_uuid)]
 Hostname = Annotated[str, StringConstraints(max_length=63), _as(identity.canonical_hostname)]
-Interface = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
-Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+Interface = Annotated[str, StringConstraints(pattern=_anchored(INTERFACE_RE))]
+Tag = Annotated[str, StringConstraints(pattern=_anchored(TAG_RE))]
 IPv4 = Annotated[str, StringConstraints(max_length=39), AfterValidator(_ipv4)]
 Cidr = Annotated[str, StringConstraints(max_length=43), AfterValidator(_cidr)]
 Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_url)]
@@ -123,9 +135,9 @@ Document = Annotated[
     StringConstraints(max_length=documents.MAX_DOCUMENT),
     AfterValidator(documents.check_document_text),
 ]
-State = Literal["new", "discovered", "ready", "provisioning", "deployed", "maintenance", "retired"]
-Kind = Literal["linux", "ipxe", "chain", "local", "menu"]
-Scope = Literal["read", "write"]
+State = MachineState
+Kind = ProfileKind
+Scope = TokenScope
 
 
 class _FromRow(BaseModel):
@@ -384,12 +396,11 @@ class NetworkOut(_FromRow):
     version: int
 
 
-
 # --- profiles ---------------------------------------------------------------------
 
 
 class MenuItemIn(_In):
-    key: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    key: Annotated[str, StringConstraints(pattern=_anchored(MENU_KEY_RE))]
     label: Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_one_line)]
     profile: Name
 
@@ -422,7 +433,7 @@ class ProfileFields(_In):
         default=None, description="iPXE script template (kind ipxe)"
     )
     chain_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
-    local_method: Literal["exit", "sanboot"] | None = None
+    local_method: LocalMethod | None = None
     menu: MenuIn | None = None
     complete_state: State | None = None
     tags: Annotated[list[Tag], Field(max_length=64)] = Field(
@@ -507,8 +518,8 @@ class RuleFields(_In):
     priority: int = Field(default=0, ge=-1000, le=1000)
     manufacturer: Text | None = None
     product: Text | None = None
-    buildarch: Literal["i386", "x86_64", "arm32", "arm64", "riscv64"] | None = None
-    platform: Literal["pcbios", "efi"] | None = None
+    buildarch: Buildarch | None = None
+    platform: Platform | None = None
     tags: Annotated[list[Tag], Field(max_length=16)] = []
 
 
@@ -523,8 +534,8 @@ class RuleUpdate(_In):
     priority: int | None = Field(default=None, ge=-1000, le=1000)
     manufacturer: Text | None = None
     product: Text | None = None
-    buildarch: Literal["i386", "x86_64", "arm32", "arm64", "riscv64"] | None = None
-    platform: Literal["pcbios", "efi"] | None = None
+    buildarch: Buildarch | None = None
+    platform: Platform | None = None
     tags: Annotated[list[Tag], Field(max_length=16)] | None = None
 
 
@@ -576,7 +587,6 @@ class TokenOut(_FromRow):
     revoked_at: datetime | None
 
 
-
 class TokenCreated(TokenOut):
     token: str = Field(description="shown once; only its hash is stored")
 
@@ -592,13 +602,12 @@ class EventOut(_FromRow):
     data: dict[str, Any]
 
 
-
 class LeaseEventIn(_In):
     id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{8,64}$")] = Field(
         description="unique per event, so a replayed event is recorded once"
     )
-    source: Literal["dnsmasq", "kea"]
-    action: Literal["add", "old", "del", "commit", "renew", "release", "expire"]
+    source: LeaseSource
+    action: LeaseAction
     mac: Mac
     ip: IPv4
     hostname: Annotated[str, StringConstraints(max_length=253)] | None = None
@@ -614,8 +623,8 @@ class Accepted(BaseModel):
 
 
 class PreviewQuery(_In):
-    buildarch: Literal["i386", "x86_64", "arm32", "arm64", "riscv64"] | None = None
-    platform: Literal["pcbios", "efi"] | None = None
+    buildarch: Buildarch | None = None
+    platform: Platform | None = None
 
 
 class PreviewOut(BaseModel):

@@ -16,6 +16,8 @@ from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.sync import SyncWorker
 
+from bootbrain.app import create_app
+
 
 class _ClientSocket(socket.socket):
     """A client connection that is closed at once after the response when the client
@@ -65,15 +67,15 @@ class BootWorker(SyncWorker):  # type: ignore[misc]
 
 def _worker_exit(server: Any, worker: Any) -> None:
     app = worker.wsgi
-    writer = getattr(app, "extensions", {}).get("bootbrain.events")
-    if writer is not None:
-        writer.close()
+    services = getattr(app, "extensions", {}).get("bootbrain")
+    if services is not None:
+        services.events.close()
 
 
 def _post_fork(server: Any, worker: Any) -> None:
     app = worker.app.wsgi()
-    db = app.extensions["bootbrain.db"]
-    db.engine.dispose(close=False)  # never share the parent's connections
+    # Never share the parent's connections.
+    app.extensions["bootbrain"].db.engine.dispose(close=False)
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
@@ -87,8 +89,6 @@ class _Server(BaseApplication):  # type: ignore[misc]
                 self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from bootbrain.app import create_app
-
         return create_app()
 
 

@@ -89,13 +89,13 @@ def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     app.testing = True
     yield app
-    app.extensions["bootbrain.events"].close()
-    app.extensions["bootbrain.db"].dispose()
+    app.extensions["bootbrain"].events.close()
+    app.extensions["bootbrain"].db.dispose()
 
 
 @pytest.fixture
 def db(app: Flask) -> Database:
-    return app.extensions["bootbrain.db"]  # type: ignore[no-any-return]
+    return app.extensions["bootbrain"].db  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def client(app: Flask) -> FlaskClient:
 
 def make_token(app: Flask, name: str, scope: str) -> str:
     _, token = inventory.create_token(
-        app.extensions["bootbrain.db"],
+        app.extensions["bootbrain"].db,
         app.config["BOOTBRAIN"].secret(),
         schemas.TokenIn(name=name, scope=scope),
         "test",

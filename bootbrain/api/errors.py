@@ -1,11 +1,14 @@
-"""The one place that maps errors to HTTP for the operator API: every 4xx/5xx is an
-``application/problem+json`` body (:class:`bootbrain.schemas.Problem`) that names the
-offending field. Database driver messages never reach the client.
+"""The one place that maps errors to HTTP JSON: every 4xx/5xx of the operator API and
+of ``metadata.json`` is an ``application/problem+json`` body
+(:class:`bootbrain.schemas.Problem`) that names the offending field. Database driver
+messages never reach the client. A failure on a machine's script route is handed to
+the script fallback instead (:mod:`bootbrain.machine.errors`): iPXE gets a script.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, json, request
@@ -17,6 +20,14 @@ from bootbrain.schemas import FieldProblem, Problem
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class BadBodyError(Exception):
+    """A write whose body is not a JSON object (spectree would read anything else as {})."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RequestValidationError(Exception):
@@ -77,12 +88,10 @@ def _is_api() -> bool:
     return request.path.startswith("/api/")
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, script_fallback: Callable[[], Response | None]) -> None:
     @app.errorhandler(RequestValidationError)
     def _validation(e: RequestValidationError) -> Response:
         return problem(422, "Invalid request", "one or more fields are invalid", e.problems)
-
-    from bootbrain.api import BadBodyError
 
     @app.errorhandler(BadBodyError)
     def _bad_body(e: BadBodyError) -> Response:
@@ -135,12 +144,20 @@ def init_app(app: Flask) -> None:
     def _forbidden(e: errors.ForbiddenError) -> Response:
         return problem(403, "Forbidden", str(e))
 
-    from bootbrain import machine_routes
+    @app.errorhandler(errors.BootTokenError)
+    def _boot_token(e: errors.BootTokenError) -> Response:
+        # One answer whatever the reason; the refusal event records which.
+        return problem(403, "Forbidden", errors.BootTokenError.PUBLIC)
+
+    @app.errorhandler(errors.DocumentRenderError)
+    def _document(e: errors.DocumentRenderError) -> Response:
+        return problem(500, "Internal server error", f"{e} on the server")
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException) -> Response:
-        if machine_routes.is_script_route():
-            return machine_routes.error_script()
+        fallback = script_fallback()
+        if fallback is not None:
+            return fallback
         if not _is_api():
             return e.get_response()  # type: ignore[return-value]
         headers = {}
@@ -150,7 +167,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> Response:
-        if machine_routes.is_script_route():
-            return machine_routes.error_script()
+        fallback = script_fallback()
+        if fallback is not None:
+            return fallback
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem(500, "Internal server error", "the error was logged on the server")

@@ -11,19 +11,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from pydantic import BaseModel
 from spectree import Response as Resp
 
-from bootbrain import inventory, leases, schemas
-from bootbrain.api import actor, etag, if_match, may_reveal, spec
+from bootbrain import inventory, schemas
 from bootbrain.db import Database
+from bootbrain.inventory import leases
+from bootbrain.machine import documents, flow
 from bootbrain.schemas import Problem
+
+from .common import actor, etag, if_match, may_reveal, services, spec
 
 
 def _db() -> Database:
-    db: Database = current_app.extensions["bootbrain.db"]
-    return db
+    return services().db
 
 
 def _body_json() -> Any:
@@ -67,7 +69,6 @@ class Crud:
     update: Callable[..., Any]
     delete: Callable[..., None]
     query: type[BaseModel] = schemas.PageQuery
-    extra: Callable[[], tuple[Any, ...]] = lambda: ()
     #: The resource has secret fields: ``out.of(obj, reveal=…)`` withholds them from
     #: listings and read-scope tokens.
     secrets: bool = False
@@ -81,7 +82,7 @@ def crud(bp: Routes, r: Crud) -> None:
 
     @spec.validate(json=r.create_in, resp=Resp(HTTP_201=r.out, **_body_errors(409)), tags=[r.tag])
     def create() -> Response:
-        obj = r.create(_db(), _body_json(), *r.extra(), actor())
+        obj = r.create(_db(), _body_json(), actor())
         created = out(obj, True)
         return _json(
             created,
@@ -103,14 +104,7 @@ def crud(bp: Routes, r: Crud) -> None:
         json=r.update_in, resp=Resp(HTTP_200=r.out, **_body_errors(404, 409, 412)), tags=[r.tag]
     )
     def update(item_id: int) -> Response:
-        obj = r.update(
-            _db(),
-            item_id,
-            _body_json(),
-            *r.extra(),
-            if_match(),
-            actor(),
-        )
+        obj = r.update(_db(), item_id, _body_json(), if_match(), actor())
         changed = out(obj, True)
         return _json(changed, 200, etag(changed.version))
 
@@ -133,12 +127,6 @@ def crud(bp: Routes, r: Crud) -> None:
     bp.add_url_rule(item, f"get_{singular}", get, methods=["GET"])
     bp.add_url_rule(item, f"update_{singular}", update, methods=["PATCH"])
     bp.add_url_rule(item, f"delete_{singular}", delete, methods=["DELETE"])
-
-
-def _profile_checker() -> tuple[Any, ...]:
-    from bootbrain.profiles import check_profile
-
-    return (check_profile,)
 
 
 class Routes:
@@ -231,7 +219,6 @@ def _routes() -> Routes:
             inventory.list_profiles,
             inventory.update_profile,
             inventory.delete_profile,
-            extra=_profile_checker,
             secrets=True,
         ),
     )
@@ -264,7 +251,7 @@ def _routes() -> Routes:
             _db(),
             item_id,
             _body_json(),
-            current_app.config["BOOTBRAIN"].next_boot_default_ttl,
+            services().settings.next_boot_default_ttl,
             actor(),
         )
         out = schemas.MachineOut.of(inventory.get_machine(_db(), m.id), reveal=True)
@@ -285,10 +272,10 @@ def _routes() -> Routes:
     )
     def boot_preview(item_id: int) -> Response:
         """What the machine would boot now, and why (records nothing)"""
-        from bootbrain import bootflow
-
         q: schemas.PreviewQuery = _body_query()
-        return _json(bootflow.preview_machine(item_id, q.buildarch, q.platform))
+        settings = services().settings
+        base = flow.base_url(settings, request.host_url)
+        return _json(flow.preview_machine(_db(), settings, item_id, q.buildarch, q.platform, base))
 
     @bp.get("/machines/<int:item_id>/config-preview")
     @spec.validate(
@@ -298,17 +285,15 @@ def _routes() -> Routes:
     )
     def config_preview(item_id: int) -> Response:
         """The booted OS's documents as a boot would be served them now (records nothing)"""
-        from bootbrain import bootflow, metadata
-
         q: schemas.ConfigPreviewQuery = _body_query()
-        settings = current_app.config["BOOTBRAIN"]
+        settings = services().settings
         return _json(
-            metadata.preview(
+            documents.preview(
                 _db(),
                 settings,
                 item_id,
                 q.profile,
-                bootflow.base_url(settings, request.host_url),
+                flow.base_url(settings, request.host_url),
                 may_reveal(),
             )
         )
@@ -322,7 +307,7 @@ def _routes() -> Routes:
     def create_token() -> Response:
         """Create an API token (shown once)"""
         t, token = inventory.create_token(
-            _db(), current_app.config["BOOTBRAIN"].secret(), _body_json(), actor()
+            _db(), services().settings.secret(), _body_json(), actor()
         )
         out = schemas.TokenCreated(**schemas.TokenOut.of(t).model_dump(), token=token)
         return _json(out, 201)
@@ -365,7 +350,7 @@ def _routes() -> Routes:
     )
     def lease_event() -> Response:
         """Record a DHCP lease event from the dnsmasq or Kea hook"""
-        result = leases.record(_db(), current_app.config["BOOTBRAIN"], _body_json())
+        result = leases.record(_db(), services().settings, _body_json())
         return _json(result, 202)
 
     return bp

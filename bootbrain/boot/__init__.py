@@ -1,61 +1,15 @@
-"""The pure boot core: parse what iPXE sent, decide, render the script.
+"""The pure boot core: what iPXE sent → the decision → the script, and the booted
+OS's documents. No Flask, no SQLAlchemy, no I/O: the inventory hands in the frozen
+views of :mod:`~bootbrain.boot.types`, and the machine routes send back what comes out.
 
-No Flask and no SQLAlchemy here: the inventory layer hands in the frozen views of
-:mod:`bootbrain.boot.types`, and the machine-facing handlers send back what
-:mod:`bootbrain.boot.render` returns.
+In the order a boot passes through them:
+
+* :mod:`~bootbrain.boot.facts` — parse and canonicalise the ``/ipxe`` query;
+* :mod:`~bootbrain.boot.decide` — the decision (action, assigned, rule, default), with why;
+* :mod:`~bootbrain.boot.variables` — the template variables and ``IPXE_BOOT_*`` values;
+* :mod:`~bootbrain.boot.render` — the bootstrap, decision and error scripts, built on
+  :mod:`~bootbrain.boot.sandbox` (the safe template engine and its structure checks)
+  and :mod:`~bootbrain.boot.script` (iPXE's own tokenizing rules);
+* :mod:`~bootbrain.boot.documents` — meta-data, user-data, network-config, metadata.json;
+* :mod:`~bootbrain.boot.validate` — the same checks, run when an operator saves a value.
 """
-
-from .decide import conflict, decide, error, pick_rule, rule_matches, specificity
-from .facts import parse_facts
-from .render import (
-    RenderError,
-    TemplateProblem,
-    check_stored_value,
-    compile_template,
-    render_bootstrap,
-    render_decision,
-    render_error,
-    template_variables,
-    validate_profile,
-)
-from .types import (
-    Decision,
-    Facts,
-    MachineView,
-    MenuItem,
-    MenuView,
-    NextBootView,
-    ProfileView,
-    RenderContext,
-    RuleView,
-    StaticNet,
-)
-
-__all__ = [
-    "Decision",
-    "Facts",
-    "MachineView",
-    "MenuItem",
-    "MenuView",
-    "NextBootView",
-    "ProfileView",
-    "RenderContext",
-    "RenderError",
-    "RuleView",
-    "StaticNet",
-    "TemplateProblem",
-    "check_stored_value",
-    "compile_template",
-    "conflict",
-    "decide",
-    "error",
-    "parse_facts",
-    "pick_rule",
-    "render_bootstrap",
-    "render_decision",
-    "render_error",
-    "rule_matches",
-    "specificity",
-    "template_variables",
-    "validate_profile",
-]

@@ -35,7 +35,7 @@ Documents
     The merged template rendered in the same Jinja sandbox as every operator template
     (strict undefined); variables in :func:`document_variables`.
 ``network-config`` (cloud-init network config version 2)
-    From the static assignment through :func:`bootbrain.boot.render.static_values`,
+    From the static assignment through :func:`bootbrain.boot.variables.static_values`,
     the function that also gives ``IPXE_BOOT_LINUX_IP_CONFIG``: one ethernet named
     like the assignment's interface (default ``eth0``), matched by the MAC of that NIC
     (the NIC of that name, else the boot NIC) and renamed to it with ``set-name``, with
@@ -53,21 +53,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import yaml
 
-from .render import (
-    TemplateProblem,
-    control_character,
-    render_text,
-    sample_variables,
-    template_variables,
-)
+from bootbrain.errors import DocumentError, TemplateProblem
+from bootbrain.vocabulary import CONTROL_BUT_TAB_RE
+
+from .sandbox import control_character, render_text
 from .types import ConfigSource, MachineView, OsConfig, RenderContext
+from .validate import sample_variables
+from .variables import template_variables
 
 #: Most characters in one user-data or vendor-data template.
 MAX_DOCUMENT: Final = 65536
@@ -92,7 +90,6 @@ SSH_KEY_TYPES: Final = {
     "sk-ssh-ed25519@openssh.com": 3,
     "sk-ecdsa-sha2-nistp256@openssh.com": 4,
 }
-_KEY_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tabs split words
 
 #: First-line markers cloud-init acts on (``cloudinit/handlers``), longest first as
 #: cloud-init matches them. Anything else is refused when saved.
@@ -110,16 +107,6 @@ USER_DATA_STARTS: Final = (
 )
 
 
-class DocumentError(ValueError):
-    """A stored value that cannot be used as it is (the API answers 422)."""
-
-    def __init__(self, field: str, message: str, line: int | None = None) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-        self.line = line
-
-
 # --- values, checked when written ------------------------------------------------------
 
 
@@ -129,7 +116,7 @@ def canonical_ssh_key(value: str) -> str:
     One key per entry, no ``authorized_keys`` options, a known type whose blob parses
     and names the same type, RSA of at least :data:`MIN_RSA_BITS` bits.
     """
-    if _KEY_CONTROL.search(value):
+    if CONTROL_BUT_TAB_RE.search(value):
         raise ValueError("one key per entry: no newlines or control characters")
     if len(value) > MAX_SSH_KEY:
         raise ValueError(f"longer than {MAX_SSH_KEY} characters")
@@ -278,7 +265,7 @@ def document_variables(
 ) -> dict[str, Any]:
     """Variables of user-data and vendor-data templates.
 
-    Those of every operator template (:func:`bootbrain.boot.render.template_variables`:
+    Those of every operator template (:func:`bootbrain.boot.variables.template_variables`:
     ``hostname``, ``ip``, ``prefix``, ``gateway``, ``dns``, ``domain``, ``ip_config``,
     ``machine``, ``base_url``, ``boot_id``, ``done_url``, ``metadata_url`` …), and
     ``ssh_keys`` (tuple), ``tags`` (tuple), ``metadata`` (the merged object),

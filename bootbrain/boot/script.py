@@ -38,6 +38,9 @@ from functools import lru_cache
 from itertools import count, repeat
 from typing import Final, NamedTuple
 
+from bootbrain.errors import ScriptError
+from bootbrain.vocabulary import CONTROL_BUT_TAB_LF_RE
+
 WHITESPACE = " \t\n\r\v\f"
 SEPARATORS = ("||", "&&", ";")
 MAGIC = "#!ipxe"
@@ -53,14 +56,6 @@ MACHINE_STRING_SETTINGS = frozenset(
     {"serial", "board-serial", "manufacturer", "product", "asset", "board-product"}
 )
 INERT_TYPES = frozenset({"hex", "hexraw", "hexhyp"})
-
-
-class ScriptError(ValueError):
-    """A script that iPXE would not read as intended."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = tuple(problems)
 
 
 #: What a line does: its label and its commands as (words, separator) pairs.
@@ -318,7 +313,6 @@ def _show(text: str, limit: int = 40) -> str:
     return ascii(shown)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
 
 
@@ -411,9 +405,9 @@ def _check(
         problems.append("text that is not valid Unicode (a lone surrogate)")
         data = None
     # In UTF-8 the control characters are exactly the bytes _CONTROL_BYTES, so when
-    # deleting those removes nothing, _CONTROL has nothing to find (and that is quick).
+    # deleting those removes nothing, the pattern has nothing to find (and that is quick).
     if data is None or len(data.translate(None, _CONTROL_BYTES)) != len(data):
-        control = _CONTROL.search(text)
+        control = CONTROL_BUT_TAB_LF_RE.search(text)
         if control:
             number = text.count("\n", 0, control.start()) + 1
             problems.append(f"line {number}: control character {control.group(0)!r}")

@@ -1,11 +1,16 @@
 """DHCP server integrations: dnsmasq and ISC Kea.
 
-``dnsmasq`` and ``kea`` render each server's configuration and keep its reservations
-in step with the inventory; ``reservations`` holds what they share. The lease hook
-both servers run is ``bootbrain/hooks/leasehook.py`` (standard library only); this
+:mod:`~bootbrain.integrations.dnsmasq` and :mod:`~bootbrain.integrations.kea` render
+each server's configuration and keep its reservations in step with the inventory;
+:mod:`~bootbrain.integrations.reservations` holds what they share,
+:mod:`~bootbrain.integrations.sync` what the services wire up, and
+:mod:`~bootbrain.integrations.commands` their CLI. The lease hook both servers run is
+:mod:`~bootbrain.integrations.leasehook` (standard library only, run by path); this
 module renders the small files that install it: a shell wrapper (dnsmasq and Kea
 execute one path with no arguments of ours, and Kea gives it no ``PATH``) and the
-hook's ``leasehook.conf``.
+hook's ``leasehook.conf``. The operator's copies of these files in the repository's
+``dnsmasq/`` and ``kea-hooks/`` folders are rendered by the same functions (a test
+compares them).
 """
 
 from __future__ import annotations
@@ -15,19 +20,15 @@ import shlex
 from pathlib import Path
 from typing import Literal
 
-from bootbrain.integrations.reservations import Reservation, ReservationError
-
 __all__ = [
     "DEFAULT_HOOK_CONFIG",
     "LEASEHOOK_PATH",
-    "Reservation",
-    "ReservationError",
     "render_hook_conf",
     "render_hook_wrapper",
 ]
 
 #: The hook as installed with the package; the wrapper runs it by absolute path.
-LEASEHOOK_PATH = Path(__file__).resolve().parent.parent / "hooks" / "leasehook.py"
+LEASEHOOK_PATH = Path(__file__).resolve().parent / "leasehook.py"
 DEFAULT_HOOK_CONFIG = Path("/etc/bootbrain/leasehook.conf")
 _SAFE_VALUE = re.compile(r"[^\s\0#]+")
 

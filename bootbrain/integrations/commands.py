@@ -16,12 +16,13 @@ from typing import Any, Literal
 import click
 
 from bootbrain.config import Settings
-from bootbrain.integrations import (
-    DEFAULT_HOOK_CONFIG,
-    render_hook_conf,
-    render_hook_wrapper,
-)
-from bootbrain.integrations.reservations import atomic_write
+from bootbrain.errors import KeaError
+from bootbrain.inventory import all_reservations
+
+from . import DEFAULT_HOOK_CONFIG, render_hook_conf, render_hook_wrapper
+from . import dnsmasq as dm
+from . import kea as k
+from .reservations import atomic_write
 
 
 def _fail(message: str) -> None:
@@ -85,7 +86,6 @@ def register(
     @pass_ctx
     def dnsmasq_config(ctx: Any, /, base_url: str | None, output: str | None, check: bool) -> None:
         """Render dnsmasq's configuration (full DHCP or proxyDHCP mode)."""
-        from bootbrain.integrations import dnsmasq as dm
 
         try:
             text = dm.render_config(ctx.settings, _base_url(ctx.settings, base_url))
@@ -99,14 +99,10 @@ def register(
     @pass_ctx
     def dnsmasq_sync(ctx: Any) -> None:
         """Rewrite dhcp-hostsdir from the inventory (SIGHUP only if something went away)."""
-        from bootbrain import inventory
-        from bootbrain.integrations import dnsmasq as dm
 
         d = ctx.settings.dnsmasq
         try:
-            result = dm.sync_reservations(
-                d.hostsdir, inventory.all_reservations(ctx.db), d.pid_file
-            )
+            result = dm.sync_reservations(d.hostsdir, all_reservations(ctx.db), d.pid_file)
         except ValueError as e:
             _fail(str(e))
             return
@@ -138,12 +134,10 @@ def register(
     @pass_ctx
     def kea_config(ctx: Any, /, base_url: str | None, output: str | None, check: bool) -> None:
         """Render the complete Dhcp4 document, with the inventory's reservations."""
-        from bootbrain import inventory
-        from bootbrain.integrations import kea as k
 
         try:
             document = k.render_config(
-                ctx.settings, _base_url(ctx.settings, base_url), inventory.all_reservations(ctx.db)
+                ctx.settings, _base_url(ctx.settings, base_url), all_reservations(ctx.db)
             )
             if check:
                 k.validate_config(document)
@@ -157,14 +151,12 @@ def register(
     @pass_ctx
     def kea_sync(ctx: Any, /, base_url: str | None) -> None:
         """Write Kea's configuration from the inventory and make the running Kea use it."""
-        from bootbrain import inventory
-        from bootbrain.integrations import kea as k
 
         try:
             result = k.sync_reservations(
-                ctx.settings, _base_url(ctx.settings, base_url), inventory.all_reservations(ctx.db)
+                ctx.settings, _base_url(ctx.settings, base_url), all_reservations(ctx.db)
             )
-        except (ValueError, k.KeaError) as e:
+        except (ValueError, KeaError) as e:
             _fail(str(e))
             return
         click.echo(
@@ -176,11 +168,10 @@ def register(
     @pass_ctx
     def kea_reload(ctx: Any) -> None:
         """Have the running Kea check and apply its configuration file."""
-        from bootbrain.integrations import kea as k
 
         try:
             click.echo(k.reload(ctx.settings))
-        except k.KeaError as e:
+        except KeaError as e:
             _fail(str(e))
 
     @kea.command("hook")

@@ -28,10 +28,11 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from bootbrain.config import DnsmasqSettings, Settings
-from bootbrain.identity import INTERFACE_RE
-from bootbrain.integrations.reservations import (
-    Reservation,
-    ReservationError,
+from bootbrain.errors import DnsmasqConfigError, ReservationError
+from bootbrain.inventory import Reservation
+from bootbrain.vocabulary import INTERFACE_RE
+
+from .reservations import (
     atomic_write,
     check_reservation,
     check_reservations,
@@ -47,10 +48,6 @@ _HOSTS_NAME = re.compile(re.escape(HOSTS_PREFIX) + r"([1-9][0-9]*)" + re.escape(
 MAX_BOOTFILE_URL = 127
 _BASE_URL = re.compile(r"https?://[A-Za-z0-9._~:/\[\]@!$&()*+;=%-]+")
 _LEASE_TIME = re.compile(r"[1-9][0-9]{0,8}[smhdw]?|infinite")
-
-
-class DnsmasqConfigError(ValueError):
-    """Settings that cannot make a working dnsmasq configuration."""
 
 
 @dataclass

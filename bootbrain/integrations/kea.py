@@ -21,6 +21,7 @@ import json
 import logging
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from bootbrain.config import KeaSettings, Settings
-from bootbrain.identity import INTERFACE_RE
-from bootbrain.integrations.dnsmasq import boot_url, http_boot_url
-from bootbrain.integrations.reservations import (
-    Reservation,
+from bootbrain.errors import KeaCommandError, KeaConfigError, KeaError, KeaUnavailableError
+from bootbrain.inventory import Reservation
+from bootbrain.vocabulary import INTERFACE_RE
+
+from .dnsmasq import boot_url, http_boot_url
+from .reservations import (
     atomic_write,
     check_reservations,
     in_subnet,
@@ -48,28 +51,6 @@ CLASS_ARM64 = "bootbrain-pxe-arm64"
 CLASS_HTTP = "bootbrain-http-efi64"
 IPXE_TEST = "substring(option[77].hex,0,4) == 'iPXE'"
 _NOT_IPXE = f"not member('{CLASS_IPXE}')"
-
-
-class KeaError(RuntimeError):
-    """Kea could not be reached or refused what it was asked."""
-
-
-class KeaUnavailableError(KeaError):
-    """Nothing answers on the control socket."""
-
-
-class KeaCommandError(KeaError):
-    """Kea answered a command with a non-zero result."""
-
-    def __init__(self, command: str, result: int, text: str) -> None:
-        super().__init__(f"kea {command}: {text} (result {result})")
-        self.command = command
-        self.result = result
-        self.text = text
-
-
-class KeaConfigError(ValueError):
-    """Settings that cannot make a Kea configuration."""
 
 
 @dataclass
@@ -256,8 +237,6 @@ def validate_config(
     document: Mapping[str, Any], kea_dhcp4: str = "kea-dhcp4", *, netns: str | None = None
 ) -> None:
     """``kea-dhcp4 -t`` on the document (it checks that the interface exists)."""
-    import tempfile
-
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="bootbrain-kea-") as f:
         f.write(render_json(document))
         f.flush()

@@ -1,4 +1,5 @@
-"""What the DHCP integrations share: the reservation type, its re-validation, atomic writes.
+"""What the DHCP integrations share: re-validating the inventory's reservations, and
+atomic file writes.
 
 The inventory validates every reservation when it is written; the integrations check
 again, because a rendered DHCP configuration must never contain a value that did not
@@ -12,27 +13,23 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from bootbrain.identity import IdentityError, canonical_hostname, canonical_mac
+from bootbrain.errors import IdentityError, ReservationError
+from bootbrain.identity import canonical_hostname, canonical_mac
+from bootbrain.inventory import Reservation
+
+__all__ = [
+    "Reservation",
+    "ReservationError",
+    "atomic_write",
+    "check_reservation",
+    "check_reservations",
+    "in_subnet",
+]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """A fixed address for one machine's booting NIC, as the inventory hands it out."""
-
-    machine_id: int
-    mac: str
-    ip: str
-    hostname: str | None
-
-
-class ReservationError(ValueError):
-    """A reservation that must not reach a DHCP server's configuration."""
 
 
 def check_reservation(r: Reservation) -> Reservation:

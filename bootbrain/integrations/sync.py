@@ -1,44 +1,52 @@
-"""Keeps the chosen DHCP server's reservations in step with the inventory.
+"""Keeps the chosen DHCP server's reservations in step with the inventory, and records
+the lease events the hooks spooled while bootbrain was down.
 
-The inventory calls the listener after a machine's reservation changed and the
-change committed; ``settings.dhcp`` picks the server. A failure here is logged and
-does not undo the inventory change: ``bootbrain dnsmasq sync`` / ``bootbrain kea
-sync`` rewrite everything from the inventory.
+:mod:`bootbrain.services` registers :func:`listener` with the database when
+``settings.dhcp`` names a server, for the API and the CLI alike; the inventory calls
+it after a commit that changed reservations. A failure here is logged and does not
+undo the inventory change: ``bootbrain dnsmasq sync`` / ``bootbrain kea sync`` rewrite
+everything from the inventory.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from flask import Flask
+from pydantic import ValidationError
 
-from bootbrain import inventory
+from bootbrain import schemas
 from bootbrain.config import Settings
 from bootbrain.db import Database
-from bootbrain.integrations.reservations import Reservation
+from bootbrain.inventory import ReservationChanges, all_reservations, leases
+
+from . import dnsmasq, kea
+from .leasehook import drain_spool
 
 log = logging.getLogger(__name__)
 
 
-def listener(settings: Settings, db: Database):  # type: ignore[no-untyped-def]
-    def on_change(machine_id: int, reservation: Reservation | None) -> None:
+def listener(settings: Settings, db: Database) -> Callable[[ReservationChanges], None]:
+    """What to do after a commit that changed these machines' reservations."""
+
+    def on_change(changes: ReservationChanges) -> None:
         try:
             if settings.dhcp == "dnsmasq":
-                from bootbrain.integrations import dnsmasq
-
-                hostsdir = settings.dnsmasq.hostsdir
-                assert hostsdir is not None
-                if reservation is None:
-                    dnsmasq.remove_reservation(hostsdir, machine_id, settings.dnsmasq.pid_file)
-                else:
-                    dnsmasq.write_reservation(hostsdir, reservation, settings.dnsmasq.pid_file)
+                d = settings.dnsmasq
+                assert d.hostsdir is not None  # settings derive it from data_dir
+                for machine_id, reservation in changes:
+                    if reservation is None:
+                        dnsmasq.remove_reservation(d.hostsdir, machine_id, d.pid_file)
+                    else:
+                        dnsmasq.write_reservation(d.hostsdir, reservation, d.pid_file)
             elif settings.dhcp == "kea":
-                from bootbrain.integrations import kea
-
-                kea.sync_reservations(settings, settings.public_url, inventory.all_reservations(db))
+                # One document and one reload for the whole change, however many machines.
+                kea.sync_reservations(settings, settings.public_url, all_reservations(db))
         except Exception:
             log.exception(
-                "could not update %s reservation of machine %s", settings.dhcp, machine_id
+                "could not update the %s reservations of machine(s) %s",
+                settings.dhcp,
+                ", ".join(str(machine_id) for machine_id, _ in changes),
             )
 
     return on_change
@@ -46,10 +54,6 @@ def listener(settings: Settings, db: Database):  # type: ignore[no-untyped-def]
 
 def replay_spools(settings: Settings, db: Database) -> int:
     """Record lease events the hooks spooled while bootbrain was down; at start-up."""
-    from pydantic import ValidationError
-
-    from bootbrain import leases, schemas
-    from bootbrain.hooks.leasehook import drain_spool
 
     def deliver(event: dict[str, object], raw: bytes) -> str:
         try:
@@ -64,8 +68,3 @@ def replay_spools(settings: Settings, db: Database) -> int:
         if spool is not None:
             delivered += drain_spool(spool, deliver, budget=60).delivered
     return delivered
-
-
-def init_app(app: Flask, settings: Settings, db: Database) -> None:
-    if settings.dhcp != "none":
-        db.reservation_listeners.append(listener(settings, db))

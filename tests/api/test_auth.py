@@ -10,8 +10,9 @@ from flask.testing import FlaskClient
 
 from tests.conftest import Api
 
-#: Blueprints whose routes machines (not operators) call; everything else is operator API.
-MACHINE_BLUEPRINTS = ("machine.", "static")
+#: Blueprints whose routes machines (not operators) call, and the monitoring routes
+#: (/healthz, /metrics: bootbrain.ops); everything else is operator API.
+MACHINE_BLUEPRINTS = ("machine.", "ops.", "static")
 
 
 def _concrete(rule: str) -> str:

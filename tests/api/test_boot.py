@@ -55,7 +55,7 @@ def done_url(script: str) -> str:
 
 
 def flush(app: Flask) -> None:
-    app.extensions["bootbrain.events"].flush()
+    app.extensions["bootbrain"].events.flush()
 
 
 @pytest.fixture
@@ -230,7 +230,7 @@ def test_database_down_still_gets_a_script(client: FlaskClient, app: Flask) -> N
     from bootbrain.db import Database
 
     # Nothing listens on port 1: every query fails as a real outage does.
-    app.extensions["bootbrain.db"] = Database("postgresql+psycopg://x:y@127.0.0.1:1/none")
+    app.extensions["bootbrain"].db = Database("postgresql+psycopg://x:y@127.0.0.1:1/none")
     resp = client.get(ipxe_query())
     assert resp.status_code == 200
     text = resp.get_data(as_text=True)
@@ -259,7 +259,7 @@ def test_boot_survives_the_database_closing_its_connection(
     """No pre-ping on the boot path: a connection the server closed (a restart, an
     idle timeout, a failover) fails once and is retried on a fresh one."""
     first = boot(client)
-    db = app.extensions["bootbrain.db"]
+    db = app.extensions["bootbrain"].db
     with db.engine.connect() as admin:
         closed = admin.execute(
             text(
@@ -282,10 +282,10 @@ def test_discovery_registers_unknown_machines(tmp_path, db_url) -> None:  # type
     client = app.test_client()
     for i in range(4):
         boot(client, uuid="", mac=f"52:54:00:00:01:0{i}")
-    with app.extensions["bootbrain.db"].read() as s:
+    with app.extensions["bootbrain"].db.read() as s:
         found = list(s.scalars(select(Machine).where(Machine.state == "discovered")))
     assert len(found) == 2  # the per-minute cap
-    app.extensions["bootbrain.events"].close()
+    app.extensions["bootbrain"].events.close()
 
 
 def test_tftp_root_is_served_over_http_for_uefi_http_boot(client: FlaskClient, app: Flask) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import StatementError
 
 from bootbrain import inventory, security
 from bootbrain.db import Database
-from bootbrain.errors import ForbiddenError
+from bootbrain.errors import BootTokenError, ForbiddenError
 from bootbrain.models import Boot, Event, Machine, utcnow
 
 
@@ -36,7 +36,7 @@ def _add_machines(db: Database, ids: Iterable[int], now: datetime) -> None:
 
 
 def _boot_row(machine_id: int, token_hash: str, now: datetime) -> dict[str, Any]:
-    """A queued boot record, as bootbrain.bootflow makes it."""
+    """A queued boot record, as bootbrain.machine.flow makes it."""
     return {
         "id": f"boot{machine_id}",
         "machine_id": machine_id,
@@ -113,7 +113,7 @@ def _boot_event(machine_id: int, at: datetime) -> dict[str, Any]:
 
 
 def _metadata_event(machine_id: int, at: datetime) -> dict[str, Any]:
-    # As bootbrain.metadata records it: no MAC (a document fetch does not send one).
+    # As bootbrain.machine.documents records it: no MAC (a document fetch does not send one).
     return {
         "at": at,
         "kind": "metadata",
@@ -164,7 +164,7 @@ def test_a_machine_deleted_before_the_flush_costs_no_other_machine_its_boot(
     )
     assert inventory.boot_config_for_token(db, secret, tokens[2], utcnow()).machine_id == 2
     # The deleted machine's token opens nothing, as when its boot was deleted with it.
-    with pytest.raises(inventory.BootTokenError):
+    with pytest.raises(BootTokenError):
         inventory.boot_config_for_token(db, secret, tokens[1], utcnow())
     with pytest.raises(ForbiddenError):
         inventory.complete_boot(db, secret, tokens[1], {}, "10.0.0.9")

@@ -76,7 +76,7 @@ def test_events_spooled_while_bootbrain_is_down_are_recorded_at_start_up(
     import subprocess
     import sys
 
-    from bootbrain.hooks import leasehook
+    from bootbrain.integrations import leasehook
     from bootbrain.integrations.sync import replay_spools
 
     settings = app.config["BOOTBRAIN"]
@@ -101,10 +101,10 @@ def test_events_spooled_while_bootbrain_is_down_are_recorded_at_start_up(
     assert len(leasehook.spooled(settings.dnsmasq.spool_dir)) == 3
     assert api.get("/events?kind=lease").json["items"] == []
 
-    assert replay_spools(settings, app.extensions["bootbrain.db"]) == 3
+    assert replay_spools(settings, app.extensions["bootbrain"].db) == 3
     events = api.get("/events?kind=lease", expect=200).json["items"]
     assert [e["data"]["action"] for e in events] == ["add", "old", "del"]
     assert {e["machine_id"] for e in events} == {m["id"]}
     assert events[0]["data"]["arch"] == 7
     assert leasehook.spooled(settings.dnsmasq.spool_dir) == []
-    assert replay_spools(settings, app.extensions["bootbrain.db"]) == 0
+    assert replay_spools(settings, app.extensions["bootbrain"].db) == 0

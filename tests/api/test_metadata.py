@@ -230,7 +230,10 @@ def test_a_wrong_token_is_refused_and_recorded(
     boot_a(client, app)
     for name in DOCS:
         refused(client.get(f"/boot/{token}/{name}"))
-    assert client.get(f"/boot/{token}/metadata.json").mimetype == "application/json"
+    # metadata.json is a JSON route: its refusal is problem+json, as every JSON error.
+    resp = client.get(f"/boot/{token}/metadata.json")
+    assert resp.mimetype == "application/problem+json"
+    assert resp.json["status"] == 403 and "not valid" in resp.json["detail"]
     events = refusals(api, app)
     assert len(events) == len(DOCS) + 1
     assert events[0]["data"]["reason"] in ("unknown boot token", "malformed boot token")
@@ -307,7 +310,7 @@ def test_deleting_the_machine_revokes_its_token(
 def test_refusal_events_are_capped_per_minute(
     client: FlaskClient, app: Flask, api: Api, lab: dict[str, Any]
 ) -> None:
-    app.extensions["bootbrain.refusals"].per_minute = 3
+    app.extensions["bootbrain"].refusals.per_minute = 3
     for _ in range(10):
         refused(client.get("/boot/AAAAAAAAAAAAAAAAAAAAAAAA/meta-data"))
     assert len(refusals(api, app)) == 3
@@ -438,7 +441,7 @@ def test_patch_semantics_of_the_os_fields(api: Api, lab: dict[str, Any]) -> None
 
 
 def test_export_keeps_the_secrets_for_a_faithful_backup(db: Database, lab: dict[str, Any]) -> None:
-    from bootbrain import transfer
+    from bootbrain.inventory import transfer
 
     doc = yaml.safe_load(transfer.export(db, "yaml"))
     assert doc["profiles"][0]["user_data"] == USER_DATA

@@ -32,7 +32,7 @@ def st_app(tmp_path: Path) -> Iterator[tuple[Flask, str]]:
     db.dispose()
     app = create_app(make_settings(url, tmp_path))
     yield app, make_token(app, "fuzz", "write")
-    app.extensions["bootbrain.events"].close()
+    app.extensions["bootbrain"].events.close()
 
 
 @pytest.fixture

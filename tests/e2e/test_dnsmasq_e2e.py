@@ -55,7 +55,7 @@ from e2e_site import (
     wait_until,
 )
 
-from bootbrain.hooks import leasehook
+from bootbrain.integrations import leasehook
 
 pytestmark = pytest.mark.e2e
 

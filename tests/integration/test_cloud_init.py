@@ -67,7 +67,7 @@ class Lab:
 
         with urllib.request.urlopen(self.base + ipxe_query(**kw), timeout=10) as resp:
             script = resp.read().decode()
-        self.app.extensions["bootbrain.events"].flush()
+        self.app.extensions["bootbrain"].events.flush()
         m = re.search(r"^set IPXE_BOOT_METADATA_URL (\S+)$", script, re.M)
         assert m, script
         return m.group(1)
@@ -126,8 +126,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     yield lab
     server.shutdown()
     thread.join(timeout=10)
-    app.extensions["bootbrain.events"].close()
-    app.extensions["bootbrain.db"].dispose()
+    app.extensions["bootbrain"].events.close()
+    app.extensions["bootbrain"].db.dispose()
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

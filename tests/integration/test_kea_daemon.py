@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 from bootbrain.config import Settings
-from bootbrain.hooks import leasehook
-from bootbrain.integrations import render_hook_conf, render_hook_wrapper
+from bootbrain.integrations import leasehook, render_hook_conf, render_hook_wrapper
 from bootbrain.integrations.kea import (
     KeaCommandError,
     has_host_commands,

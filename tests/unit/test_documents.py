@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from bootbrain.boot import documents as d
-from bootbrain.boot.render import template_variables
 from bootbrain.boot.types import ConfigSource, MachineView, OsConfig, RenderContext, StaticNet
+from bootbrain.boot.variables import template_variables
 
 # Real keys (ssh-keygen); the RSA one is 3072 bits, the weak one 1024.
 ED = (

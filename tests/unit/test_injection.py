@@ -29,17 +29,7 @@ from hypothesis import strategies as st
 from bootbrain.boot import script as ipxe
 from bootbrain.boot.decide import decide
 from bootbrain.boot.facts import KNOWN_PARAMETERS, parse_facts
-from bootbrain.boot.render import (
-    BASE_URL_RE,
-    MENU_TEXT_RE,
-    NAME_RE,
-    RenderError,
-    TemplateProblem,
-    check_stored_value,
-    compile_template,
-    render_bootstrap,
-    render_decision,
-)
+from bootbrain.boot.render import render_bootstrap, render_decision
 from bootbrain.boot.types import (
     Decision,
     Facts,
@@ -51,13 +41,11 @@ from bootbrain.boot.types import (
     RuleView,
     StaticNet,
 )
-from bootbrain.identity import (
-    HOSTNAME_RE,
-    INTERFACE_RE,
-    TAG_RE,
-    IdentityError,
-    canonical_hostname,
-)
+from bootbrain.boot.validate import MENU_TEXT_RE, check_stored_value, compile_template
+from bootbrain.boot.variables import BASE_URL_RE
+from bootbrain.errors import RenderError, TemplateProblem
+from bootbrain.identity import IdentityError, canonical_hostname
+from bootbrain.vocabulary import HOSTNAME_RE, INTERFACE_RE, NAME_RE, TAG_RE
 
 #: 200 examples keep the suite fast; BOOTBRAIN_HYPOTHESIS_EXAMPLES=5000 for a deeper run.
 PROPERTY = settings(

@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from bootbrain.hooks import leasehook
 from bootbrain.identity import canonical_mac
-from bootbrain.integrations import render_hook_conf, render_hook_wrapper
+from bootbrain.integrations import leasehook, render_hook_conf, render_hook_wrapper
 from tests.ports import free_port
 
 HOOK = Path(leasehook.__file__)

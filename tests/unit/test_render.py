@@ -11,15 +11,10 @@ import pytest
 from bootbrain.boot import render
 from bootbrain.boot import script as ipxe
 from bootbrain.boot.render import (
-    RenderError,
-    TemplateProblem,
     bootstrap_delays,
-    check_stored_value,
-    compile_template,
     render_bootstrap,
     render_decision,
     render_error,
-    template_variables,
     validate_profile,
 )
 from bootbrain.boot.types import (
@@ -31,6 +26,9 @@ from bootbrain.boot.types import (
     RenderContext,
     StaticNet,
 )
+from bootbrain.boot.validate import check_stored_value, compile_template
+from bootbrain.boot.variables import template_variables
+from bootbrain.errors import RenderError, TemplateProblem
 
 BASE = "http://10.0.0.1:8080"
 CTX = RenderContext(base_url=BASE, assets_url=BASE + "/assets")

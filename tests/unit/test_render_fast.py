@@ -20,20 +20,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bootbrain.boot import render
+from bootbrain import errors as bberrors
+from bootbrain import vocabulary
+from bootbrain.boot import sandbox, variables
 from bootbrain.boot import script as ipxe
-from bootbrain.boot.render import (
-    DOMAIN_RE,
-    MachineText,
-    RenderError,
-    ScriptText,
-    render_bootstrap,
-    render_decision,
-    render_error,
-)
+from bootbrain.boot.render import render_bootstrap, render_decision, render_error
+from bootbrain.boot.sandbox import MachineText, ScriptText
 from bootbrain.boot.script import Command, Line, Script, ScriptError
 from bootbrain.boot.types import MachineView, StaticNet
-from bootbrain.identity import HOSTNAME_RE, INTERFACE_RE
+from bootbrain.errors import RenderError
+from bootbrain.vocabulary import DOMAIN_RE, HOSTNAME_RE, INTERFACE_RE
 
 PROPERTY = settings(
     max_examples=int(os.environ.get("BOOTBRAIN_HYPOTHESIS_EXAMPLES", "300")),
@@ -259,21 +255,21 @@ def ref_finalize(value: object) -> object:
     elif isinstance(value, int | str):
         text = str(value)
     elif isinstance(value, MachineText):
-        raise render._UnsafeValueError(MachineText.REFUSAL)
+        raise sandbox._UnsafeValueError(MachineText.REFUSAL)
     else:
-        raise render._UnsafeValueError(
+        raise sandbox._UnsafeValueError(
             f"cannot write a {type(value).__name__} into a script; write one string at a time"
         )
     if "\ue000" in text or "\ue001" in text:
-        raise render._UnsafeValueError(
+        raise sandbox._UnsafeValueError(
             "values captured with {% set %}…{% endset %}, {% filter %} or a macro cannot be "
             "written out; write each value with {{ … }} where it goes"
         )
     if _REF_CONTROL.search(text):
-        raise render._UnsafeValueError("a value contains control characters")
+        raise sandbox._UnsafeValueError("a value contains control characters")
     if not text.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-        raise render._UnsafeValueError("a value is not valid Unicode")
-    capture = render._CAPTURE.get()
+        raise sandbox._UnsafeValueError("a value is not valid Unicode")
+    capture = sandbox._CAPTURE.get()
     if capture is None or not text:
         return text
     capture.append(text)
@@ -444,8 +440,8 @@ def skeletons(draw: st.DrawFn) -> tuple[str, list[str]]:
 def test_same_structure_decides_as_before(case: tuple[str, list[str]]) -> None:
     skeleton, values = case
     final = ref_substitute(skeleton, values)
-    assert render._substitute(skeleton, values) == final
-    assert render._same_structure(skeleton, values, final) == ref_same_structure(
+    assert sandbox._substitute(skeleton, values) == final
+    assert sandbox._same_structure(skeleton, values, final) == ref_same_structure(
         skeleton, values, final
     )
 
@@ -465,19 +461,21 @@ def _outcome(check: Any) -> str | None:
 # Two labels made of equal values: distinct in the skeleton, repeated in the final.
 @example((":\ue0000\ue001\n:\ue0001\ue001\n", ["x", "x"]))
 def test_a_checked_skeleton_decides_as_the_final_text(case: tuple[str, list[str]]) -> None:
-    # The short cut of render._render_shipped: once the values keep every line's
+    # The short cut of sandbox.render_shipped: once the values keep every line's
     # reading, checking the skeleton (once) stands for checking each final text.
     skeleton, values = case
     skeleton = "#!ipxe\n" + skeleton
     surrogate = re.compile("[\ud800-\udfff]")
-    if any(not v or render._CONTROL_RE.search(v) or surrogate.search(v) for v in values):
+    if any(
+        not v or vocabulary.CONTROL_BUT_TAB_LF_RE.search(v) or surrogate.search(v) for v in values
+    ):
         return  # _finalize refuses these, and empty values are never placeholders
     final = ref_substitute(skeleton, values)
     if ref_same_structure(skeleton, values, final) is not None:
         return  # refused before any check
 
     def fast() -> None:
-        if not render._skeleton_decides(skeleton):
+        if not sandbox._skeleton_decides(skeleton):
             ipxe.validate_script(final)
 
     assert _outcome(fast) == _outcome(lambda: ipxe.validate_script(final))
@@ -495,7 +493,7 @@ def test_inert_values_never_change_a_reading(values: list[str]) -> None:
             for _ in range(rng.randrange(12))
         )
         final = ref_substitute(skeleton, values)
-        if all(render._inert(v) for v in values):
+        if all(sandbox._inert(v) for v in values):
             assert ref_same_structure(skeleton, values, final) is None
 
 
@@ -522,7 +520,7 @@ def test_inert_values_never_change_a_reading(values: list[str]) -> None:
     ],
 )
 def test_inert(value: str, inert: bool) -> None:
-    assert render._inert(value) is inert
+    assert sandbox._inert(value) is inert
 
 
 class Weird:
@@ -548,16 +546,16 @@ finalize_values = st.one_of(
 def test_finalize_as_before(value: object, capturing: bool) -> None:
     def run(fn: Any) -> tuple[Any, ...]:
         capture: list[str] | None = [] if capturing else None
-        token = render._CAPTURE.set(capture)
+        token = sandbox._CAPTURE.set(capture)
         try:
             result = fn(value)
             return ("ok", result, type(result), capture)
         except Exception as e:  # the exception is what is compared
             return ("raised", type(e), str(e), capture)
         finally:
-            render._CAPTURE.reset(token)
+            sandbox._CAPTURE.reset(token)
 
-    assert run(render._finalize) == run(ref_finalize)
+    assert run(sandbox._finalize) == run(ref_finalize)
 
 
 # --- static values --------------------------------------------------------------------------
@@ -607,8 +605,8 @@ def test_static_values_as_before(
         except RenderError as e:
             return "refused", str(e)
 
-    assert run(render.static_values) == run(ref_static_values)
-    assert run(render.static_values) == run(ref_static_values)  # from the caches
+    assert run(variables.static_values) == run(ref_static_values)
+    assert run(variables.static_values) == run(ref_static_values)  # from the caches
 
 
 # --- whole renders ----------------------------------------------------------------------------
@@ -618,13 +616,13 @@ def _clear_caches() -> None:
     for fn in (
         ipxe._parse_line_cached,
         ipxe._report_line_cached,
-        render._check_rendered_cached,
-        render._prefix_netmask,
-        render._ipv4_cached,
-        render._ip_cached,
-        render._skeleton_decides,
-        render._plain_names,
-        render._render_plain,
+        sandbox._check_rendered_cached,
+        variables._prefix_netmask,
+        variables._ipv4_cached,
+        variables._ip_cached,
+        sandbox._skeleton_decides,
+        sandbox._plain_names,
+        sandbox._render_plain,
     ):
         fn.cache_clear()
 
@@ -681,18 +679,18 @@ def test_hot_path_renders_pass_the_original_checks() -> None:
 def test_plain_templates_are_only_text_and_variables(
     source: str, names: tuple[str, ...] | None
 ) -> None:
-    assert render._plain_names(source) == names
+    assert sandbox._plain_names(source) == names
 
 
 def test_a_remembered_render_keeps_each_value_type_apart() -> None:
     # ScriptText("a b") == "a b" and hashes alike, but only the str is a value that
     # splits the command line's words, which is refused.
     source = "{{ x }}"
-    assert render._render_operator("cmdline", source, {"x": ScriptText("a b")}) == "a b"
-    with pytest.raises(render.TemplateProblem, match="splits or removes words"):
-        render._render_operator("cmdline", source, {"x": "a b"})
-    with pytest.raises(render.TemplateProblem, match="splits or removes words"):
-        render._render_operator("cmdline", source, {"x": "a b"})  # not remembered
+    assert sandbox.render_operator("cmdline", source, {"x": ScriptText("a b")}) == "a b"
+    with pytest.raises(bberrors.TemplateProblem, match="splits or removes words"):
+        sandbox.render_operator("cmdline", source, {"x": "a b"})
+    with pytest.raises(bberrors.TemplateProblem, match="splits or removes words"):
+        sandbox.render_operator("cmdline", source, {"x": "a b"})  # not remembered
 
 
 @PROPERTY
@@ -704,9 +702,9 @@ def test_remembered_operator_renders_match_fresh_ones(values: list[str]) -> None
     def outcome(render_it: Any) -> str:
         try:
             return "ok: " + render_it()
-        except (render.TemplateProblem, RenderError) as e:
+        except (bberrors.TemplateProblem, RenderError) as e:
             return f"refused: {e}"
 
-    fresh = outcome(lambda: render._render_operator_text("kernel", source, variables))
-    assert outcome(lambda: render._render_operator("kernel", source, variables)) == fresh
-    assert outcome(lambda: render._render_operator("kernel", source, variables)) == fresh
+    fresh = outcome(lambda: sandbox._render_operator_text("kernel", source, variables))
+    assert outcome(lambda: sandbox.render_operator("kernel", source, variables)) == fresh
+    assert outcome(lambda: sandbox.render_operator("kernel", source, variables)) == fresh

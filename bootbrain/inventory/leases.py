@@ -1,16 +1,19 @@
-"""DHCP lease events from the dnsmasq and Kea hooks."""
+"""DHCP lease events from the dnsmasq and Kea hooks: stored once (by the sender's
+event id, so a replayed spool is harmless), moving the machine's last-seen address,
+and registering unknown machines when discovery is on."""
 
 from __future__ import annotations
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from bootbrain import discovery, schemas
+from bootbrain import schemas
 from bootbrain.config import Settings
 from bootbrain.db import Database
 from bootbrain.models import Event, Machine, Nic, utcnow
+from bootbrain.vocabulary import LEASE_ALIVE
 
-_ALIVE = {"add", "old", "commit", "renew"}
+from . import discovery
 
 
 def record(db: Database, settings: Settings, e: schemas.LeaseEventIn) -> schemas.Accepted:
@@ -20,7 +23,7 @@ def record(db: Database, settings: Settings, e: schemas.LeaseEventIn) -> schemas
         if s.scalar(select(Event.id).where(Event.ref == e.id)) is not None:
             return schemas.Accepted(accepted=True, duplicate=True)
         machine_id = s.scalar(select(Nic.machine_id).where(Nic.mac == e.mac))
-    if machine_id is None and e.action in _ALIVE and settings.discovery:
+    if machine_id is None and e.action in LEASE_ALIVE and settings.discovery:
         machine_id = discovery.register(db, settings, mac=e.mac, source=f"{e.source} lease")
     data = {
         "source": e.source,
@@ -43,7 +46,7 @@ def record(db: Database, settings: Settings, e: schemas.LeaseEventIn) -> schemas
                     data={k: v for k, v in data.items() if v is not None},
                 )
             )
-            if machine_id is not None and e.action in _ALIVE:
+            if machine_id is not None and e.action in LEASE_ALIVE:
                 s.execute(
                     update(Machine)
                     .where(Machine.id == machine_id)

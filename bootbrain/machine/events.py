@@ -1,4 +1,4 @@
-"""Records from the hot path, written off it.
+"""The event writer: records from the hot path, written off it.
 
 ``/ipxe`` must not wait for a database write (BRIEF "Scale"): each answer puts its
 boot record, its event and the machine's last-seen time on a queue, and a thread per
@@ -17,8 +17,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from bootbrain import inventory
 from bootbrain.db import Database
+from bootbrain.inventory import write_batch
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class EventWriter:
                 seen[machine_id] = (at, ip)
         for attempt in range(5):
             try:
-                inventory.write_batch(self.db, events, boots, seen)
+                write_batch(self.db, events, boots, seen)
                 self.written += len(items)
                 return
             except Exception:

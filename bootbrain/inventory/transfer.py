@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,24 +23,22 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bootbrain import inventory, schemas
+from bootbrain import schemas
 from bootbrain.db import Database
-from bootbrain.errors import BootbrainError, ConflictError, FieldError, NotFoundError
+from bootbrain.errors import (
+    BootbrainError,
+    ConflictError,
+    FieldError,
+    ImportRowsError,
+    NotFoundError,
+)
+from bootbrain.errors import RowProblem as Problem
 
-PROGRESS_THRESHOLD = 500
+from .catalog import add_network, add_profile, add_rule, list_networks, list_profiles, list_rules
+from .machines import add_machine, all_reservations, list_machines, notify
 
-
-@dataclass(frozen=True)
-class Problem:
-    line: int
-    field: str
-    message: str
-
-
-class ImportRowsError(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__(f"{len(problems)} bad rows")
-        self.problems = problems
+#: Called after each row with (rows done, rows in all): the CLI's progress bar.
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -158,13 +157,13 @@ _MODELS: dict[str, type[BaseModel]] = {
 
 
 def import_text(
-    db: Database,
-    text: str,
-    fmt: str,
-    check_profile: inventory.ProfileChecker,
-    actor: str,
-    progress: bool = False,
+    db: Database, text: str, fmt: str, actor: str, progress: Progress | None = None
 ) -> dict[str, int]:
+    """Import ``text`` (``csv`` or ``yaml``) in one transaction: every row, or nothing.
+
+    Raises :class:`~bootbrain.errors.ImportRowsError` listing every bad row with its
+    line. The reservations of the machines created are announced once, after commit.
+    """
     try:
         rows = list(_csv_rows(text) if fmt == "csv" else _yaml_rows(text))
     except yaml.YAMLError as e:
@@ -176,77 +175,52 @@ def import_text(
     counts = dict.fromkeys(SECTIONS, 0)
     created: list[int] = []
     adders: dict[str, Callable[..., Any]] = {
-        "networks": lambda s, d: inventory.add_network(s, d, actor),
-        "profiles": lambda s, d: inventory.add_profile(s, d, check_profile, actor),
-        "rules": lambda s, d: inventory.add_rule(s, d, actor),
-        "machines": lambda s, d: inventory.add_machine(s, d, actor),
+        "networks": lambda s, d: add_network(s, d, actor),
+        "profiles": lambda s, d: add_profile(s, d, actor),
+        "rules": lambda s, d: add_rule(s, d, actor),
+        "machines": lambda s, d: add_machine(s, d, actor),
     }
-    bar = _progress(len(rows)) if progress and len(rows) >= PROGRESS_THRESHOLD else None
-    try:
-        with db.write() as s:
-            for row in rows:
-                if bar:
-                    bar.advance()
-                try:
-                    data = _MODELS[row.kind].model_validate(row.data)
-                except ValidationError as e:
-                    for err in e.errors():
-                        field = ".".join(str(p) for p in err["loc"]) or row.kind
-                        problems.append(
-                            Problem(row.line, field, err["msg"].removeprefix("Value error, "))
-                        )
-                    continue
-                try:
-                    with s.begin_nested():
-                        obj = adders[row.kind](s, data)
-                except (FieldError, ConflictError) as e:
-                    problems.append(Problem(row.line, e.field, e.message))
-                    continue
-                except (NotFoundError, BootbrainError) as e:
-                    problems.append(Problem(row.line, row.kind, str(e)))
-                    continue
-                counts[row.kind] += 1
-                if row.kind == "machines":
-                    created.append(obj.id)
-            if problems:
-                raise ImportRowsError(problems)
-    finally:
-        if bar:
-            bar.close()
-    for r in inventory.all_reservations(db):
-        if r.machine_id in set(created):
-            inventory.notify(db, r.machine_id, r)
+    with db.write() as s:
+        for done, row in enumerate(rows, start=1):
+            if progress is not None:
+                progress(done, len(rows))
+            try:
+                data = _MODELS[row.kind].model_validate(row.data)
+            except ValidationError as e:
+                for err in e.errors():
+                    field = ".".join(str(p) for p in err["loc"]) or row.kind
+                    problems.append(
+                        Problem(row.line, field, err["msg"].removeprefix("Value error, "))
+                    )
+                continue
+            try:
+                with s.begin_nested():
+                    obj = adders[row.kind](s, data)
+            except (FieldError, ConflictError) as e:
+                problems.append(Problem(row.line, e.field, e.message))
+                continue
+            except (NotFoundError, BootbrainError) as e:
+                problems.append(Problem(row.line, row.kind, str(e)))
+                continue
+            counts[row.kind] += 1
+            if row.kind == "machines":
+                created.append(obj.id)
+        if problems:
+            raise ImportRowsError(problems)
+    new = set(created)
+    notify(db, [(r.machine_id, r) for r in all_reservations(db) if r.machine_id in new])
     return {k: v for k, v in counts.items() if v}
 
 
-class _Bar:
-    def __init__(self, total: int) -> None:
-        from rich.progress import Progress
-
-        self._p = Progress(transient=True)
-        self._p.start()
-        self._task = self._p.add_task("importing", total=total)
-
-    def advance(self) -> None:
-        self._p.advance(self._task)
-
-    def close(self) -> None:
-        self._p.stop()
-
-
-def _progress(total: int) -> _Bar:
-    return _Bar(total)
-
-
 def import_file(
-    db: Database, path: Path, fmt: str, check_profile: inventory.ProfileChecker, actor: str
+    db: Database, path: Path, fmt: str, actor: str, progress: Progress | None = None
 ) -> dict[str, int]:
-    import sys
-
+    """:func:`import_text` of a file (``-``: standard input); ``auto`` picks the format
+    by the file's suffix."""
     text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
     if fmt == "auto":
         fmt = "csv" if path.suffix.lower() == ".csv" else "yaml"
-    return import_text(db, text, fmt, check_profile, actor, progress=sys.stderr.isatty())
+    return import_text(db, text, fmt, actor, progress)
 
 
 def _all(
@@ -264,8 +238,7 @@ def _all(
 
 def export(db: Database, fmt: str) -> str:
     machines = [
-        schemas.MachineOut.of(m, reveal=True)
-        for m in _all(db, inventory.list_machines, schemas.MachineQuery)
+        schemas.MachineOut.of(m, reveal=True) for m in _all(db, list_machines, schemas.MachineQuery)
     ]
     if fmt == "csv":
         buf = io.StringIO()
@@ -286,17 +259,16 @@ def export(db: Database, fmt: str) -> str:
     doc = {
         "networks": [
             schemas.NetworkOut.of(n).model_dump(include=keep["networks"])
-            for n in _all(db, inventory.list_networks)
+            for n in _all(db, list_networks)
         ],
         "profiles": [
             schemas.ProfileOut.of(p, reveal=True).model_dump(
                 include=keep["profiles"], exclude_none=True
             )
-            for p in _all(db, inventory.list_profiles)
+            for p in _all(db, list_profiles)
         ],
         "rules": [
-            schemas.RuleOut.of(r).model_dump(include=keep["rules"])
-            for r in _all(db, inventory.list_rules)
+            schemas.RuleOut.of(r).model_dump(include=keep["rules"]) for r in _all(db, list_rules)
         ],
         "machines": [_machine_doc(m, keep["machines"]) for m in machines],
     }
@@ -380,7 +352,5 @@ machines:
 """
 
 
-def load_demo(
-    db: Database, check_profile: inventory.ProfileChecker, actor: str
-) -> dict[str, int]:
-    return import_text(db, DEMO, "yaml", check_profile, actor)
+def load_demo(db: Database, actor: str) -> dict[str, int]:
+    return import_text(db, DEMO, "yaml", actor)

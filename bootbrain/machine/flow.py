@@ -1,9 +1,11 @@
 """The boot flow: what iPXE asks (``/ipxe``) → identity → decision → script.
 
-The pieces are pure (:mod:`bootbrain.boot`); this module wires them to the database
+The pieces are pure (:mod:`bootbrain.boot`); this module wires them to the inventory
 and the event writer, and owns the rule that a booting machine always receives a
 valid script — on a database outage, a template failure or an identity conflict it
 gets a message and a retry or a safe exit, and the failure is logged and counted.
+The boot preview (API and ``bootbrain render``) runs the same decision and render and
+records nothing. No Flask here: the routes hand in what the request said.
 """
 
 from __future__ import annotations
@@ -15,18 +17,17 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from flask import current_app
-from sqlalchemy.exc import SQLAlchemyError
-
-from bootbrain import discovery, inventory, lookup, schemas, security
+from bootbrain import inventory, schemas, security
 from bootbrain.boot import render
 from bootbrain.boot.decide import conflict, decide
 from bootbrain.boot.facts import parse_facts
 from bootbrain.boot.types import Decision, Facts, MachineView, RenderContext
 from bootbrain.config import Settings
-from bootbrain.db import Database
-from bootbrain.events import EventWriter
+from bootbrain.db import Database, DatabaseError
+from bootbrain.inventory import discovery, lookup
 from bootbrain.models import utcnow
+
+from .events import EventWriter
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def answer_ipxe(
     now = utcnow()
     try:
         decision, machine = decide_for(db, settings, facts, register=True)
-    except SQLAlchemyError:
+    except DatabaseError:
         log.exception("inventory unavailable while answering /ipxe")
         count_failure("database")
         script = render.render_error("boot server inventory unavailable", retry_seconds=15)
@@ -219,14 +220,16 @@ def base_url(settings: Settings, host_url: str) -> str:
 
 
 def preview_machine(
-    machine_id: int, buildarch: str | None, platform: str | None
+    db: Database,
+    settings: Settings,
+    machine_id: int,
+    buildarch: str | None,
+    platform: str | None,
+    base: str,
 ) -> schemas.PreviewOut:
-    db: Database = current_app.extensions["bootbrain.db"]
-    settings: Settings = current_app.config["BOOTBRAIN"]
-    from flask import request
-
+    """:func:`preview` for an inventory machine, with the identity it would boot with."""
     facts = facts_of_machine(db, machine_id, buildarch, platform)
-    out = preview(db, settings, facts, base_url(settings, request.host_url))
+    out = preview(db, settings, facts, base)
     if out.machine_id != machine_id:
         # The machine's own identity resolves elsewhere: that is worth saying.
         return out.model_copy(

@@ -12,20 +12,20 @@ import time
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from bootbrain import identity, lookup
+from bootbrain import identity
 from bootbrain.boot.types import Facts, MachineView
 from bootbrain.config import Settings
 from bootbrain.db import Database
 from bootbrain.models import DiscoveryCounter, Event, Machine, Nic
 
+from . import lookup
+
 log = logging.getLogger(__name__)
 
 
-def _take_slot(s: object, settings: Settings) -> bool:
-    from sqlalchemy.orm import Session
-
-    assert isinstance(s, Session)
+def _take_slot(s: Session, settings: Settings) -> bool:
     discovered = (
         s.scalar(select(func.count()).select_from(Machine).where(Machine.state == "discovered"))
         or 0

@@ -22,22 +22,25 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bootbrain import bootflow, inventory, schemas
+from bootbrain import inventory, schemas
 from bootbrain.boot import documents
-from bootbrain.boot.render import RenderError
 from bootbrain.config import Settings
 from bootbrain.db import Database
-from bootbrain.errors import BootbrainError, FieldError
-from bootbrain.events import EventWriter
+from bootbrain.errors import (
+    BootTokenError,
+    DocumentError,
+    DocumentRenderError,
+    FieldError,
+    RenderError,
+)
 from bootbrain.models import utcnow
+
+from . import flow
+from .events import EventWriter
 
 REFUSAL_EVENTS_PER_MINUTE: Final = 60
 #: What :func:`bootbrain.security.new_boot_token` makes (with room to spare).
 TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
-
-
-class DocumentRenderError(BootbrainError):
-    """A template failed for this machine: a misconfiguration, recorded and logged."""
 
 
 @dataclass
@@ -74,8 +77,8 @@ def _refuse(
     ip: str | None,
     boot_id: str | None = None,
     machine_id: int | None = None,
-) -> inventory.BootTokenError:
-    bootflow.count_failure("metadata_refused")
+) -> BootTokenError:
+    flow.count_failure("metadata_refused")
     record, suppressed = budget.take()
     if record:
         data: dict[str, Any] = {"document": document, "reason": reason}
@@ -93,7 +96,7 @@ def _refuse(
                 "data": data,
             }
         )
-    return inventory.BootTokenError(reason, boot_id, machine_id)
+    return BootTokenError(reason, boot_id, machine_id)
 
 
 def serve(
@@ -107,15 +110,15 @@ def serve(
     ip: str | None,
 ) -> str | dict[str, Any]:
     """One document for the holder of a per-boot token: the text of a NoCloud file, or
-    the JSON document as a dict. Raises :class:`~bootbrain.inventory.BootTokenError`
+    the JSON document as a dict. Raises :class:`~bootbrain.errors.BootTokenError`
     (refused; recorded) or :class:`DocumentRenderError`."""
     if not TOKEN_RE.fullmatch(token):
         raise _refuse(writer, budget, "malformed boot token", document, ip)
     try:
         found = inventory.boot_config_for_token(db, settings.secret(), token, utcnow())
-    except inventory.BootTokenError as e:
+    except BootTokenError as e:
         raise _refuse(writer, budget, e.reason, document, ip, e.boot_id, e.machine_id) from None
-    ctx = bootflow.render_context(settings, base_url, token, found.boot_id)
+    ctx = flow.render_context(settings, base_url, token, found.boot_id)
     try:
         prepared = documents.prepare(found.source, found.boot_id, ctx)
         body: str | dict[str, Any]
@@ -123,8 +126,8 @@ def serve(
             body = documents.metadata_document(prepared)
         else:
             body = documents.render_file(prepared, document)
-    except (documents.DocumentError, RenderError) as e:
-        bootflow.count_failure("metadata_render")
+    except (DocumentError, RenderError) as e:
+        flow.count_failure("metadata_render")
         writer.event(
             {
                 "at": utcnow(),
@@ -166,8 +169,8 @@ def preview(
     boot preview shows it). ``reveal``: include user-data and vendor-data. Raises
     FieldError for a template that fails for this machine."""
     if profile is None:
-        facts = bootflow.facts_of_machine(db, machine_id, None, None)
-        decision, _ = bootflow.decide_for(db, settings, facts, register=False)
+        facts = flow.facts_of_machine(db, machine_id, None, None)
+        decision, _ = flow.decide_for(db, settings, facts, register=False)
         step, reason = decision.step, decision.reason
         profile = decision.profile.name if decision.profile else None
         if decision.machine_id != machine_id:
@@ -182,12 +185,12 @@ def preview(
         step, reason = "query", f"rendered with profile {profile} as asked"
     source = inventory.preview_config_source(db, machine_id, profile)
     boot_id = "preview"
-    ctx = bootflow.render_context(settings, base_url, PREVIEW_TOKEN, boot_id)
+    ctx = flow.render_context(settings, base_url, PREVIEW_TOKEN, boot_id)
     try:
         prepared = documents.prepare(source, boot_id, ctx)
         user_data = documents.user_data(prepared)
         vendor_data = documents.vendor_data(prepared)
-    except documents.DocumentError as e:
+    except DocumentError as e:
         raise FieldError(e.field, e.message, e.line) from None
     except RenderError as e:
         raise FieldError("address", str(e)) from None

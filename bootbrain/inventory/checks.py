@@ -1,7 +1,9 @@
-"""A profile is checked when it is saved, with the boot core's own validator, so a
-broken template is a 422 naming the field and line at write time, not a failed boot.
-The booted OS's templates (user-data, vendor-data) are checked the same way
-(:func:`bootbrain.boot.documents.validate_config`).
+"""Save-time checks of what the boot core will render: a profile is checked with the
+core's own validator (:func:`bootbrain.boot.render.validate_profile`), so a broken
+template is a 422 naming the field and line at write time, not a failed boot. The
+booted OS's templates (user-data, vendor-data) are checked the same way
+(:func:`bootbrain.boot.documents.validate_config`). The core's complaints become
+:class:`~bootbrain.errors.FieldError`, with the API's field names.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bootbrain.boot import documents
-from bootbrain.boot.render import TemplateProblem, validate_profile
+from bootbrain.boot.render import validate_profile
 from bootbrain.boot.types import MenuItem, MenuView, OsConfig, ProfileView
-from bootbrain.errors import FieldError
+from bootbrain.errors import DocumentError, FieldError, TemplateProblem
 
 ProfileLookup = Callable[[str], ProfileView | None]
 
@@ -51,7 +53,7 @@ def _api_field(field: str) -> str:
     return re.sub(r"\[(\d+)\]", r".\1", field)
 
 
-def os_config_of(fields: dict[str, Any]) -> OsConfig:
+def _config_of_fields(fields: dict[str, Any]) -> OsConfig:
     return OsConfig(
         ssh_keys=tuple(fields.get("ssh_keys") or ()),
         tags=tuple(fields.get("tags") or ()),
@@ -66,12 +68,12 @@ def check_profile(fields: dict[str, Any], lookup: ProfileLookup) -> None:
         validate_profile(view_of(fields, lookup))
     except TemplateProblem as e:
         raise FieldError(_api_field(e.field), e.message, e.line) from None
-    check_documents(os_config_of(fields))
+    check_documents(_config_of_fields(fields))
 
 
 def check_documents(config: OsConfig, context: OsConfig | None = None) -> None:
     """:func:`documents.validate_config`, its complaint as the API's FieldError."""
     try:
         documents.validate_config(config, context)
-    except documents.DocumentError as e:
+    except DocumentError as e:
         raise FieldError(e.field, e.message, e.line) from None

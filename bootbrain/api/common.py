@@ -1,0 +1,117 @@
+"""What every operator API view shares: the spectree spec (request validation and the
+OpenAPI document from the pydantic models), authentication of every ``/api/`` request
+(a ``before_request``, so no route can be forgotten — the document included), body
+checks, ETag / If-Match, and who the actor of a change is.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from flask import Response, current_app, g, jsonify, request
+from spectree import SecurityScheme, SecuritySchemeData, SpecTree
+from spectree.models import SecureType
+
+from bootbrain import inventory
+from bootbrain.errors import AuthError, StaleError
+from bootbrain.services import Services
+
+from .errors import BadBodyError, spectree_before
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+spec = SpecTree(
+    "flask",
+    title="bootbrain operator API",
+    version="v1",
+    # spectree leaves out every route under its own path, so that is not /api/v1; we
+    # serve the document ourselves (openapi_document) and never call spec.register.
+    path="api/v1/_spectree",
+    page_templates={},
+    before=spectree_before,
+    validation_error_status=422,
+    security_schemes=[
+        SecurityScheme(
+            name="token", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer")
+        ),
+    ],
+    security={"token": []},
+    annotations=True,
+    # Only the decorated operator views: the machine routes are not part of this API.
+    mode="strict",
+)
+
+
+def services() -> Services:
+    found: Services = current_app.extensions["bootbrain"]
+    return found
+
+
+def actor() -> str:
+    principal = g.get("principal")
+    return f"token:{principal.name}" if principal else "system"
+
+
+def may_reveal() -> bool:
+    """Whether this request may see secret fields (user-data, vendor-data): write scope."""
+    principal = g.get("principal")
+    return principal is not None and principal.scope == "write"
+
+
+def authenticate_request() -> None:
+    if not request.path.startswith("/api/"):
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("no bearer token")
+    found = services()
+    g.principal = inventory.authenticate(
+        found.db, found.settings.secret(), token.strip(), write=request.method not in READ_METHODS
+    )
+
+
+def check_body() -> None:
+    """A write's body must be a JSON object: spectree would read anything else as {}."""
+    if not request.path.startswith("/api/") or request.method not in ("POST", "PUT", "PATCH"):
+        return
+    if request.routing_exception is not None:  # 404/405 say more than a body complaint
+        return
+    if request.mimetype != "application/json":
+        raise BadBodyError(415, "send the body as application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadBodyError(400, "the body is not a JSON object")
+
+
+def if_match() -> int | None:
+    """The version the client last saw, from ``If-Match: "<version>"``."""
+    value = request.headers.get("If-Match")
+    if value is None or value.strip() == "*":
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise StaleError("resource", value, "a version number")
+    return int(tag)
+
+
+def etag(version: int) -> dict[str, Any]:
+    return {"ETag": f'"{version}"'}
+
+
+def openapi_document() -> Response:
+    """The OpenAPI document, generated from the decorated views."""
+    return jsonify(_with_problem_media(spec.spec))
+
+
+def _with_problem_media(document: dict[str, Any]) -> dict[str, Any]:
+    """spectree documents every body as application/json; our errors are problem+json."""
+    doc = copy.deepcopy(document)
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            for code, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if code.isdigit() and int(code) >= 400 and "application/json" in content:
+                    content["application/problem+json"] = content.pop("application/json")
+    return doc
