@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = [
     "DEFAULT_HOOK_CONFIG",
@@ -64,6 +64,18 @@ def render_hook_wrapper(
     return "\n".join(lines) + "\n"
 
 
+#: What each key of leasehook.conf means, written above it.
+_HOOK_CONF_HELP: Final = {
+    "url": "Where bootbrain listens (the hook POSTs to <url>/api/v1/lease-events).",
+    "token_file": "A file with an API token with write scope (`bootbrain token create "
+    "--name dhcp-hook\n# --scope write --quiet`), readable by the user the DHCP server "
+    "runs the hook as\n# (root for dnsmasq, _kea for Debian's kea-dhcp4).",
+    "spool_dir": "Events wait here while bootbrain is unreachable; writable by that same user.",
+    "timeout": "Seconds: per request, for the whole run (the DHCP server's wait), and how "
+    "long\n# to only spool after a failed delivery.",
+}
+
+
 def render_hook_conf(
     url: str,
     token_file: Path | None,
@@ -73,7 +85,8 @@ def render_hook_conf(
     budget: float | None = None,
     backoff: float | None = None,
 ) -> str:
-    """The hook's ``leasehook.conf`` (``key=value`` lines; see leasehook.py)."""
+    """The hook's ``leasehook.conf`` (``key=value`` lines; see leasehook.py), each key
+    with a comment saying what it is."""
     values: dict[str, str] = {"url": url.rstrip("/")}
     if token_file is not None:
         values["token_file"] = str(token_file)
@@ -82,12 +95,18 @@ def render_hook_conf(
     for key, number in (("timeout", timeout), ("budget", budget), ("backoff", backoff)):
         if number is not None:
             values[key] = f"{number:g}"
+    lines = [
+        "# bootbrain lease hook configuration: read by leasehook.py on every lease event.",
+        "# Each key can be overridden by the environment variable BOOTBRAIN_HOOK_<KEY>.",
+    ]
+    timings = ("timeout", "budget", "backoff")
     for key, value in values.items():
         if not _SAFE_VALUE.fullmatch(value):
             raise ValueError(f"{key} {value!r} cannot be written to the hook's config")
-    body = "".join(f"{k}={v}\n" for k, v in values.items())
-    return (
-        "# bootbrain lease hook configuration (read on every DHCP lease event).\n"
-        "# The token file must be readable by the user the DHCP server runs the hook as\n"
-        "# (root for dnsmasq, _kea for Debian's Kea), the spool directory writable.\n" + body
-    )
+        first_timing = key in timings and not any(
+            t in values for t in timings[: timings.index(key)]
+        )
+        if key in _HOOK_CONF_HELP or first_timing:
+            lines.append("# " + _HOOK_CONF_HELP["timeout" if key in timings else key])
+        lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"

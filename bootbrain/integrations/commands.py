@@ -146,6 +146,25 @@ def register(
             return
         _output(k.render_json(document), output)
 
+    @kea.command("tftp-config")
+    @click.option("-o", "--output", help="write atomically to this file instead of stdout")
+    @click.option(
+        "--pid-file", default="/run/bootbrain-tftp.pid", show_default=True, type=click.Path()
+    )
+    @pass_ctx
+    def kea_tftp_config(ctx: Any, /, output: str | None, pid_file: str) -> None:
+        """Render a TFTP-only dnsmasq for the iPXE binaries (Kea has no TFTP server):
+        on kea.interface, serving dnsmasq.tftp_root."""
+        s = ctx.settings
+        try:
+            text = dm.render_tftp_config(
+                s.kea.interface, s.dnsmasq.tftp_root, Path(pid_file), ipv6_ra=s.dnsmasq.ipv6_ra
+            )
+        except ValueError as e:
+            _fail(str(e))
+            return
+        _output(text, output)
+
     @kea.command("sync")
     @click.option("--base-url", help="URL machines use to reach bootbrain (default: public_url)")
     @pass_ctx

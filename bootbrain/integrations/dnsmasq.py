@@ -152,6 +152,41 @@ def render_config(settings: Settings, base_url: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_tftp_config(
+    interface: str, tftp_root: Path, pid_file: Path, *, ipv6_ra: bool = True
+) -> str:
+    """A dnsmasq that serves only TFTP (DNS and DHCP off): the iPXE binaries beside a
+    DHCP server that has no TFTP of its own, such as Kea (``bootbrain kea tftp-config``).
+    """
+    if not INTERFACE_RE.fullmatch(interface):
+        raise DnsmasqConfigError(f"interface {interface!r} is not an interface name")
+    lines = [
+        "# TFTP beside Kea: dnsmasq with DNS and DHCP off serves the iPXE binaries that",
+        "# Kea's bootbrain-pxe-* client classes name. Rendered by `bootbrain kea tftp-config`;",
+        "# run: dnsmasq --keep-in-foreground --conf-file=THIS_FILE",
+        "# (Debian: apt-get install dnsmasq-base ipxe; cp /usr/lib/ipxe/{undionly.kpxe,"
+        f"snponly.efi,ipxe.efi}} {tftp_root}/)",
+        "port=0",
+        f"pid-file={_path(pid_file, 'pid_file')}",
+        "enable-tftp",
+        f"tftp-root={_path(tftp_root, 'tftp_root')}",
+        "# Serve only on the boot network's interface.",
+        f"interface={interface}",
+        "bind-interfaces",
+        "# dnsmasq never serves outside tftp-root. (Not tftp-secure: it would serve only files",
+        "# owned by the user dnsmasq drops to, which copies made by root are not.)",
+    ]
+    if ipv6_ra:
+        lines += [
+            "# An IPv6 router advertisement (no DHCPv6, no addresses): without one iPXE waits",
+            "# ~13 s for IPv6 on every boot. Needs an IPv6 (e.g. ULA) address on the interface;",
+            "# leave it out (ipv6_ra = false) if a router on the segment already advertises.",
+            "enable-ra",
+            f"dhcp-range=::,constructor:{interface},ra-only",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def _require(value: IPv4Address | None, what: str) -> IPv4Address:
     if value is None:
         raise DnsmasqConfigError(f"dnsmasq needs {what}")

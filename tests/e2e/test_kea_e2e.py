@@ -39,7 +39,6 @@ import pytest
 from e2e_site import (
     BRIDGE,
     GATEWAY,
-    REPO,
     Site,
     boot_until_lease,
     one_shot_boot,
@@ -47,13 +46,13 @@ from e2e_site import (
     wait_until,
 )
 
+from bootbrain.integrations import dnsmasq as bbdnsmasq
 from bootbrain.integrations import kea as bbkea
 
 pytestmark = pytest.mark.e2e
 
 POOL = ("10.213.0.100", "10.213.0.149")
 #: The shipped TFTP-only configuration for dnsmasq beside Kea (README "TFTP beside Kea").
-TFTP_ONLY_CONF = REPO / "kea-hooks" / "dnsmasq-tftp-only.conf"
 
 
 # --------------------------------------------------------------------------- the site
@@ -191,16 +190,9 @@ class KeaSite(Site):
 
 
 def tftp_only_config(site: KeaSite, pid_file: Path) -> str:
-    """``kea-hooks/dnsmasq-tftp-only.conf`` with this site's paths and interface."""
-    text = TFTP_ONLY_CONF.read_text()
-    for key, value in (
-        ("pid-file", str(pid_file)),
-        ("tftp-root", str(site.tftp_root)),
-        ("interface", BRIDGE),
-        ("dhcp-range", f"::,constructor:{BRIDGE},ra-only"),
-    ):
-        text, n = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
-        assert n == 1, f"{TFTP_ONLY_CONF} has no single {key}= line"
+    """What ``bootbrain kea tftp-config`` renders (``kea-hooks/dnsmasq-tftp-only.conf``),
+    with this site's paths and interface."""
+    text = bbdnsmasq.render_tftp_config(BRIDGE, site.tftp_root, pid_file)
     # DHCP stays off: the only range is the router advertisement's.
     assert re.search(r"^port=0$", text, re.M) and re.search(r"^enable-ra$", text, re.M)
     return text

@@ -303,22 +303,7 @@ def test_sync_refuses_duplicates_before_touching_anything(tmp_path: Path) -> Non
     assert [p.name for p in tmp_path.iterdir()] == ["machine-1.hosts"]
 
 
-# --- the shipped examples and the CLI ----------------------------------------------------
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE_BASE = "http://10.0.0.2"
-
-
-def test_shipped_examples_are_what_bootbrain_renders() -> None:
-    full = Settings.model_validate({"dnsmasq": {
-        "interface": "eth0", "range_start": "10.0.0.100", "range_end": "10.0.0.199",
-        "netmask": "255.255.255.0", "router": "10.0.0.1", "dns_servers": ["10.0.0.1"]}})
-    proxy = Settings.model_validate({"dnsmasq": {
-        "mode": "proxy", "interface": "eth0", "server_ip": "10.0.0.2",
-        "netmask": "255.255.255.0"}})
-    assert (REPO / "dnsmasq/dnsmasq-full.conf").read_text() == render_config(full, EXAMPLE_BASE)
-    assert (REPO / "dnsmasq/dnsmasq-proxy.conf").read_text() == render_config(proxy,
-                                                                               EXAMPLE_BASE)
+# --- the CLI (the shipped examples: tests/unit/test_examples.py) ------------------------
 
 
 def test_cli_config_and_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -345,17 +345,6 @@ def test_command_errors(short_tmp: Path) -> None:
         fake.close()
 
 
-def test_shipped_example_is_what_bootbrain_renders() -> None:
-    repo = Path(__file__).resolve().parents[2]
-    settings = Settings.model_validate({"kea": {
-        "interface": "eth0", "subnet": "10.0.0.0/24", "pool_start": "10.0.0.100",
-        "pool_end": "10.0.0.199", "server_ip": "10.0.0.2", "router": "10.0.0.1",
-        "dns_servers": ["10.0.0.1"], "host_cmds": False}})
-    doc = render_config(settings, "http://10.0.0.2",
-                        [res(1, "52:54:00:12:34:56", "10.0.0.50", "node-1")])
-    assert (repo / "kea-hooks/kea-dhcp4.example.json").read_text() == kea.render_json(doc)
-
-
 def test_config_behind_a_symlink_stays_a_symlink(short_tmp: Path) -> None:
     real = short_tmp / "real.json"
     real.write_text("{}")
