@@ -138,19 +138,8 @@ def list_profiles(db: Database, q: schemas.PageQuery) -> tuple[list[Profile], in
         return page_of(s, select(Profile), Profile.id, q)
 
 
-_PROFILE_COLUMNS = (
-    "name",
-    "kind",
-    "description",
-    "kernel",
-    "initrds",
-    "cmdline",
-    "script",
-    "chain_url",
-    "local_method",
-    "menu",
-    "complete_state",
-)
+#: A profile's own columns (its booted-OS configuration aside).
+_PROFILE_COLUMNS = ("description", *lookup.PROFILE_COLUMNS)
 
 
 def update_profile(

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from ipaddress import IPv4Network
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     Select,
@@ -34,18 +34,8 @@ from bootbrain.boot import types as bt
 from bootbrain.db import Reader, Row
 from bootbrain.models import Machine, MachineTag, Network, NextBoot, Nic, Profile, Rule
 
-_PROFILE_COLUMNS = (
-    "name",
-    "kind",
-    "kernel",
-    "initrds",
-    "cmdline",
-    "script",
-    "chain_url",
-    "local_method",
-    "menu",
-    "complete_state",
-)
+#: The profile columns the boot reads: the fields of the view the core decides on.
+PROFILE_COLUMNS: Final = tuple(f.name for f in fields(bt.ProfileView))
 
 
 @dataclass(frozen=True)
@@ -108,7 +98,7 @@ _action = aliased(Profile, name="action")
 
 
 def _profile_cols(alias: Any, prefix: str) -> list[Any]:
-    return [getattr(alias, c).label(f"{prefix}{c}") for c in _PROFILE_COLUMNS]
+    return [getattr(alias, c).label(f"{prefix}{c}") for c in PROFILE_COLUMNS]
 
 
 def _joined(column: Any, dialect: str) -> Any:
@@ -310,7 +300,7 @@ def candidate_rules(
 
 @functools.cache
 def _profile_query() -> Select[Any]:
-    return select(*[getattr(Profile, c) for c in _PROFILE_COLUMNS]).where(
+    return select(*[getattr(Profile, c) for c in PROFILE_COLUMNS]).where(
         Profile.name == bindparam("name")
     )
 

@@ -221,3 +221,15 @@ def test_the_checker_sees_a_violation() -> None:
     assert "flask" in _imports("api.common")
     assert "sqlalchemy" in _imports("inventory.lookup")
     assert SQL_TEXT.search("DELETE FROM boot WHERE id = 1")
+
+
+def test_the_lease_hook_speaks_the_vocabulary() -> None:
+    """The hook imports nothing of bootbrain (it runs by path, standard library only),
+    so it keeps its own copy of the lease actions; they must be the API's."""
+    from bootbrain.integrations import leasehook
+    from bootbrain.vocabulary import LEASE_ACTIONS, LEASE_SOURCES
+
+    assert set(leasehook.DNSMASQ_ACTIONS) | set(leasehook.KEA_HOOKS.values()) == set(
+        LEASE_ACTIONS
+    )
+    assert {"dnsmasq", "kea"} == set(LEASE_SOURCES)
