@@ -64,6 +64,12 @@ class Ctx:
     def db(self) -> Database:
         return self.services.db
 
+    def close(self) -> None:
+        """Drain what the command queued and close the database's connections."""
+        if self._services is not None:
+            self._services.close()
+            self._services = None
+
     def secret(self) -> bytes:
         try:
             return self.settings.secret()
@@ -157,8 +163,10 @@ def _progress_bar(what: str) -> Iterator[transfer.Progress | None]:
 
 @click.group()
 @click.version_option(package_name="bootbrain")
-def main() -> None:
+@click.pass_context
+def main(click_ctx: click.Context) -> None:
     """bootbrain: decides what every PXE-booting machine boots."""
+    click_ctx.call_on_close(click_ctx.ensure_object(Ctx).close)
 
 
 # --- setup ---------------------------------------------------------------------------
@@ -246,7 +254,7 @@ def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool) -> None
     if replayed:
         click.echo(f"recorded {replayed} lease event(s) spooled while bootbrain was down")
     # The workers build their own services after the fork; these are not shared.
-    ctx.services.close()
+    ctx.close()
     server.run(bind=bind, workers=workers, access_log=access_log)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -15,7 +16,8 @@ from sqlalchemy import Engine
 
 
 def alembic_config(url: str) -> Config:
-    cfg = Config()
+    # stdout as it is now: alembic's default is the one it saw when first imported.
+    cfg = Config(stdout=sys.stdout)
     cfg.set_main_option(
         "script_location",
         str(Path(str(importlib.import_module("bootbrain.migrations").__file__)).parent),

@@ -58,6 +58,15 @@ def flush(app: Flask) -> None:
     app.extensions["bootbrain"].events.flush()
 
 
+def boots_from_disk(script: str, step: str) -> None:
+    """The script boots profile ``disk`` (kind local) by ``step``: its header says so,
+    no kernel is fetched, and the first command after the static settings is ``exit``."""
+    assert script.splitlines()[1] == f"# bootbrain: {step} -> profile disk", script
+    assert not re.search(r"^\s*(kernel|chain|initrd)\b", script, re.M), script
+    commands = [ln for ln in script.splitlines()[2:] if not ln.startswith(("set ", "clear "))]
+    assert commands[:2] == ["echo bootbrain: disk, booting from local disk", "exit"], script
+
+
 @pytest.fixture
 def inventory(api: Api) -> dict[str, Any]:
     add_rack1(api)
@@ -97,7 +106,7 @@ def test_assigned_profile_with_static_variables(client: FlaskClient, inventory: 
         "set IPXE_BOOT_LINUX_IP_CONFIG ip=10.200.0.50::10.200.0.1:255.255.255.0:"
         "node-var:eth0:none:10.200.0.2:10.200.0.3"
     ) in script
-    assert "\nexit" in script or "sanboot" in script
+    boots_from_disk(script, "assigned")
 
 
 def test_next_boot_survives_rerequests_and_is_consumed_by_completion(
@@ -117,7 +126,7 @@ def test_next_boot_survives_rerequests_and_is_consumed_by_completion(
     m = api.get(f"/machines/{mid}", expect=200).json
     assert m["next_boot"] is None
     assert m["state"] == "deployed"
-    assert "\nexit" in boot(client) or "sanboot" in boot(client)
+    boots_from_disk(boot(client), "assigned")  # the assigned profile again: disk
     # replay: refused, nothing changes
     assert client.post(path, data={}).status_code == 403
     events = api.get(f"/events?machine_id={mid}&kind=completion", expect=200).json["items"]

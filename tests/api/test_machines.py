@@ -75,8 +75,10 @@ def test_junk_uuid_is_stored_but_never_unique(api: Api) -> None:
     api.post("/machines", {"uuid": "00000000-0000-0000-0000-000000000000"}, expect=201)
     api.post("/machines", {"uuid": "00000000-0000-0000-0000-000000000000"}, expect=201)
     real = "4c4c4544-0042-3610-8052-b4c04f4e3232"
-    api.post("/machines", {"uuid": real}, expect=201)
-    assert api.post("/machines", {"uuid": real}, expect=409).json["errors"][0]["field"] == "uuid"
+    holder = api.post("/machines", {"uuid": real}, expect=201).json
+    dup = api.post("/machines", {"uuid": real}, expect=409).json
+    assert dup["errors"][0]["field"] == "uuid"
+    assert dup["holder"] == holder["id"]
 
 
 def test_stale_if_match_is_412_and_current_one_writes(api: Api) -> None:

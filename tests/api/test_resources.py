@@ -85,8 +85,11 @@ def test_profile_in_use_cannot_be_deleted(api: Api) -> None:
 
 def test_network_in_use_cannot_be_deleted(api: Api) -> None:
     n = api.post("/networks", {"name": "r", "cidr": "10.1.0.0/24"}, expect=201).json
-    api.post("/machines", {"network": "r", "address": "10.1.0.5"}, expect=201)
-    api.delete(f"/networks/{n['id']}", expect=409)
+    m = api.post("/machines", {"network": "r", "address": "10.1.0.5"}, expect=201).json
+    resp = api.delete(f"/networks/{n['id']}", expect=409)
+    assert resp.json["holder"] == m["id"]
+    assert f"used by machine {m['id']}" in resp.json["detail"]
+    api.get(f"/networks/{n['id']}", expect=200)  # still there
 
 
 def test_menu_items_must_exist_and_not_be_menus(api: Api) -> None:
