@@ -21,6 +21,15 @@ packages=(
   # cloud-init's own validators for the booted OS's documents (`cloud-init schema`,
   # `cloud-init devel net-convert`); nothing is configured on this machine, see below
   cloud-init
+  # emulated BMCs for the power drivers' tests: OpenIPMI's simulator and ipmitool to
+  # cross-check what it records
+  openipmi ipmitool
+  # the dashboard's browser tests (Debian's build; browsers cannot be downloaded here)
+  chromium chromium-driver
+  # Ignition's own validator for the booted OS's Ignition configs
+  ignition
+  # Kea's PostgreSQL host-backend schema (kea-admin db-init pgsql)
+  kea-admin
 )
 
 missing=()
