@@ -149,6 +149,10 @@ class Settings(BaseModel):
     #: answered meanwhile: in a boot storm on PostgreSQL p99 / p50 was 1.7-1.9 at
     #: 0.1 s, 2.3-2.5 at 0.25 s and 3.1-3.2 at 1 s, for the same throughput.
     event_flush_interval: float = Field(default=0.1, gt=0)
+    #: Seconds a client of ``bootbrain serve`` has to send its whole request (head and
+    #: body). Until it has, the request holds no worker; after it, the client gets a
+    #: retry script (machine routes) or a 408 and is disconnected.
+    client_timeout: float = Field(default=10.0, gt=0, le=300)
     event_batch_max: int = Field(default=500, gt=0)
     #: ``bootbrain prune`` (the Ansible role runs it daily) deletes events older than
     #: this many days, and boot records this many days after their token expired.

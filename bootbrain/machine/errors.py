@@ -50,6 +50,12 @@ def oversized_script() -> str:
     return render_error("request too long", retry_seconds=None)
 
 
+def method_script() -> str:
+    """A script route asked with a method other than GET or HEAD."""
+    count_failure("method")
+    return render_error("method not allowed", retry_seconds=None)
+
+
 def exception_script(path: str) -> str:
     """What a machine gets when answering it raised: a message and a retry. Call it
     from an ``except`` block: the exception is logged."""

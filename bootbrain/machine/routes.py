@@ -27,8 +27,10 @@ from . import documents, flow
 from .errors import (
     IPXE_MIMETYPE,
     MAX_QUERY_BYTES,
+    SCRIPT_PATHS,
     exception_script,
     ipxe_response,
+    method_script,
     no_store,
     oversized_script,
     text_error,
@@ -99,7 +101,24 @@ class IpxeFastPath:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD")
-        if environ.get("PATH_INFO") != "/ipxe" or method not in ("GET", "HEAD"):
+        path = environ.get("PATH_INFO")
+        if path not in SCRIPT_PATHS:
+            return self.inner(environ, start_response)
+        if method not in ("GET", "HEAD"):
+            # A script still (iPXE shows its message), never Flask's HTML or an
+            # automatic OPTIONS answer; nothing here is an exception.
+            body = method_script().encode()
+            start_response(
+                "405 Method Not Allowed",
+                [
+                    ("Content-Type", f"{IPXE_MIMETYPE}; charset=utf-8"),
+                    ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store"),
+                    ("Allow", "GET, HEAD"),
+                ],
+            )
+            return [body]
+        if path != "/ipxe":
             return self.inner(environ, start_response)
         host_url = (
             f"{environ.get('wsgi.url_scheme', 'http')}://{get_host(environ)}"
