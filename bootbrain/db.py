@@ -20,7 +20,7 @@ from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Engine, PoolProxiedConnection, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Select
 
@@ -29,6 +29,13 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: What storage raises when the database cannot answer (down, locked, full, broken):
 #: the layers above catch this name, never SQLAlchemy's.
 DatabaseError = SQLAlchemyError
+
+
+def is_record_error(exc: BaseException) -> bool:
+    """Whether a failed write was refused for what it wrote (a constraint, a value the
+    column cannot hold), so that writing it again can never succeed; otherwise the
+    database could not answer (down, locked, full), and a retry may."""
+    return isinstance(exc, IntegrityError | DataError | ValueError)
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -47,6 +47,14 @@ def metrics() -> Response:
         f"bootbrain_events_written_total {writer.written}",
         "# TYPE bootbrain_events_failed_total counter",
         f"bootbrain_events_failed_total {writer.failures}",
+        "# TYPE bootbrain_events_rejected_total counter",
+        f"bootbrain_events_rejected_total {writer.rejected}",
+        "# TYPE bootbrain_events_journalled_total counter",
+        f"bootbrain_events_journalled_total {writer.journalled}",
+        "# TYPE bootbrain_events_replayed_total counter",
+        f"bootbrain_events_replayed_total {writer.replayed}",
+        "# TYPE bootbrain_event_writes_failing_seconds gauge",
+        f"bootbrain_event_writes_failing_seconds {writer.failing_for:.1f}",
     ]
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
 

@@ -42,6 +42,11 @@ def build(settings: Settings) -> Services:
     return Services(
         settings=settings,
         db=db,
-        events=EventWriter(db, settings.event_flush_interval, settings.event_batch_max),
+        events=EventWriter(
+            db,
+            settings.event_flush_interval,
+            settings.event_batch_max,
+            journal_dir=settings.data_dir / "journal",
+        ),
         refusals=RefusalBudget(),
     )

@@ -50,6 +50,13 @@ def oversized_script() -> str:
     return render_error("request too long", retry_seconds=None)
 
 
+def shed_script() -> str:
+    """The boot records cannot be written now (the database refuses writes, or the
+    backlog is too long): a retry, rather than a per-boot token nobody could use."""
+    count_failure("shed")
+    return render_error("boot server busy", retry_seconds=10)
+
+
 def method_script() -> str:
     """A script route asked with a method other than GET or HEAD."""
     count_failure("method")

@@ -33,6 +33,7 @@ from .errors import (
     method_script,
     no_store,
     oversized_script,
+    shed_script,
     text_error,
 )
 
@@ -72,6 +73,8 @@ def ipxe_script(
     try:
         if len(raw_query) > MAX_QUERY_BYTES:
             return oversized_script()
+        if not services.events.accepting:
+            return shed_script()
         return flow.answer_ipxe(
             services.db,
             services.settings,
