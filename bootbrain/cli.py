@@ -8,6 +8,7 @@ CLI write reaches what an API write reaches (the DHCP server's reservations).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from bootbrain.errors import (
     MissingSecretError,
 )
 from bootbrain.integrations import commands as integration_commands
+from bootbrain.integrations import reconcile as reconciler
 from bootbrain.integrations.sync import replay_spools
 from bootbrain.inventory import transfer
 from bootbrain.machine import documents, flow
@@ -237,8 +239,13 @@ def db_current(ctx: Ctx) -> None:
     help="gunicorn worker processes  [default: one per CPU]",
 )
 @click.option("--access-log/--no-access-log", default=True)
+@click.option(
+    "--reconcile/--no-reconcile",
+    default=True,
+    help="run this host's reconciler as a child process (when dhcp is set)  [default: on]",
+)
 @pass_ctx
-def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool) -> None:
+def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool, reconcile: bool) -> None:
     """Serve under gunicorn (the production server)."""
     ctx.secret()  # refuse to start without one, before forking anything
     # Not migrated here: brains sharing one PostgreSQL would race to do it.
@@ -255,7 +262,37 @@ def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool) -> None
         click.echo(f"recorded {replayed} lease event(s) spooled while bootbrain was down")
     # The workers build their own services after the fork; these are not shared.
     ctx.close()
-    server.run(bind=bind, workers=workers, access_log=access_log)
+    server.run(
+        bind=bind,
+        workers=workers,
+        access_log=access_log,
+        reconcile=reconcile and ctx.settings.dhcp != "none",
+    )
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One full pass, then exit.")
+@click.option("--parent", type=int, hidden=True, help="Exit when this process has (serve's).")
+@pass_ctx
+def reconcile(ctx: Ctx, /, once: bool, parent: int | None) -> None:
+    """Keep this host's DHCP server's reservations equal to the inventory's.
+
+    Runs until stopped: woken by every inventory change (PostgreSQL NOTIFY, or a poll
+    of the change counter on SQLite), and in full every few minutes. `bootbrain serve`
+    runs it for you; run it yourself on a host with DHCP but no brain."""
+    if ctx.settings.dhcp == "none":
+        fail('dhcp = "none": there is no DHCP server to reconcile')
+    if once:
+        result = _run(lambda: reconciler.reconcile_once(ctx.settings, ctx.db))
+        click.echo(
+            f"version {result.version}: {result.reservations} reservation(s), "
+            f"{result.detail} ({result.seconds:.2f} s)"
+        )
+        return
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    reconciler.Reconciler(ctx.settings, ctx.db).run(stop=reconciler.parent_gone(parent))
 
 
 @main.command()

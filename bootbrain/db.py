@@ -213,10 +213,6 @@ class Database:
         )
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(writer, expire_on_commit=False)
-        #: Called after a commit that changed reservations, with the changes
-        #: (:data:`bootbrain.inventory.ReservationChanges`); :mod:`bootbrain.services`
-        #: registers the DHCP integration here.
-        self.reservation_listeners: list[Callable[[Any], None]] = []
         self.boot_reader = BootReader(self.engine)
 
     @contextmanager

@@ -28,7 +28,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from bootbrain.vocabulary import MACHINE_STATES, PROFILE_KINDS, TOKEN_SCOPES
@@ -347,3 +348,65 @@ class DiscoveryCounter(Base):
 
     minute: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReservationVersion(Base):
+    """One counter that the database's own triggers raise with every statement that
+    changes what DHCP reservations are made of (a machine inserted or deleted, its
+    address or hostname, its NICs), whoever runs it: a brain's API, the CLI, an import,
+    an operator's SQL. Each boot host's reconciler compares it with the version it
+    last applied; on PostgreSQL the same triggers also ``NOTIFY`` it.
+
+    The row may be missing (a truncated table): readers take that as version 0, and
+    the triggers insert it."""
+
+    __tablename__ = "reservation_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+#: The channel the reservation triggers notify on PostgreSQL.
+RESERVATION_CHANNEL = "bootbrain_reservations"
+_BUMP = (
+    "INSERT INTO reservation_version (id, version) VALUES (1, 1) "
+    "ON CONFLICT (id) DO UPDATE SET version = reservation_version.version + 1"
+)
+#: (table, events) the reservation triggers watch. Last-seen updates (every boot)
+#: touch neither column, so they raise nothing.
+RESERVATION_SOURCES = (
+    ("machine", ("INSERT", "DELETE", "UPDATE OF address, hostname")),
+    ("nic", ("INSERT", "DELETE", "UPDATE")),
+)
+
+
+def reservation_trigger_ddl(dialect: str) -> list[str]:
+    """The statements that create the reservation triggers (the migration that
+    introduced them runs its own copy)."""
+    if dialect == "postgresql":
+        statements = [
+            "CREATE OR REPLACE FUNCTION bootbrain_reservation_changed() RETURNS trigger "
+            f"LANGUAGE plpgsql AS $$ BEGIN {_BUMP}; "
+            f"PERFORM pg_notify('{RESERVATION_CHANNEL}', ''); RETURN NULL; END $$"
+        ]
+        for table, events in RESERVATION_SOURCES:
+            statements.append(
+                f"CREATE TRIGGER reservation_changed_{table} AFTER {' OR '.join(events)} "
+                f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION bootbrain_reservation_changed()"
+            )
+        return statements
+    statements = []
+    for table, events in RESERVATION_SOURCES:
+        for ev in events:
+            name = ev.split()[0].lower()
+            statements.append(
+                f"CREATE TRIGGER reservation_changed_{table}_{name} AFTER {ev} ON {table} "
+                f"BEGIN {_BUMP}; END"
+            )
+    return statements
+
+
+@sa_event.listens_for(Base.metadata, "after_create")
+def _create_reservation_triggers(_target: Any, connection: Connection, **_kw: Any) -> None:
+    for statement in reservation_trigger_ddl(connection.dialect.name):
+        connection.exec_driver_sql(statement)

@@ -13,6 +13,8 @@ import os
 import select
 import selectors
 import socket
+import subprocess
+import sys
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -348,7 +350,30 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def run(bind: str, workers: int | None = None, access_log: bool = True) -> None:
+def _reconciler_hooks() -> dict[str, Any]:
+    """gunicorn hooks that run ``bootbrain reconcile`` beside the workers, for as long
+    as the master runs (it exits by itself if the master dies without stopping it)."""
+    child: list[subprocess.Popen[bytes]] = []
+
+    def start(_server: Any) -> None:
+        child.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bootbrain", "reconcile", "--parent", str(os.getpid())]
+            )
+        )
+
+    def stop(_server: Any) -> None:
+        for proc in child:
+            proc.terminate()
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+    return {"on_starting": start, "on_exit": stop}
+
+
+def run(
+    bind: str, workers: int | None = None, access_log: bool = True, reconcile: bool = False
+) -> None:
     options: dict[str, Any] = {
         "bind": bind,
         "workers": workers or default_workers(),
@@ -374,4 +399,6 @@ def run(bind: str, workers: int | None = None, access_log: bool = True) -> None:
     }
     if access_log:
         options["accesslog"] = "-"
+    if reconcile:
+        options.update(_reconciler_hooks())
     _Server(options).run()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from bootbrain.config import Settings
 from bootbrain.db import Database
-from bootbrain.integrations import sync
 from bootbrain.machine.documents import RefusalBudget
 from bootbrain.machine.events import EventWriter
 
@@ -37,8 +36,6 @@ class Services:
 
 def build(settings: Settings) -> Services:
     db = Database(settings.database_url)
-    if settings.dhcp != "none":
-        db.reservation_listeners.append(sync.listener(settings, db))
     return Services(
         settings=settings,
         db=db,

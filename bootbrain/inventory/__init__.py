@@ -47,10 +47,10 @@ from .catalog import (
     update_profile,
     update_rule,
 )
+from .changes import ChangeWaiter, reservations_version
 from .events import list_events, write_batch
 from .machines import (
     Reservation,
-    ReservationChanges,
     add_machine,
     all_reservations,
     cancel_next_boot,
@@ -70,10 +70,10 @@ from .tokens import Principal, authenticate, create_token, list_tokens, revoke_t
 __all__ = [
     "PRUNE_CHUNK",
     "BootConfig",
+    "ChangeWaiter",
     "Principal",
     "Pruned",
     "Reservation",
-    "ReservationChanges",
     "add_machine",
     "add_network",
     "add_profile",
@@ -108,6 +108,7 @@ __all__ = [
     "preview_config_source",
     "prune",
     "reservation_of",
+    "reservations_version",
     "revoke_token",
     "set_next_boot",
     "token_count",

@@ -32,7 +32,7 @@ from .base import (
     page_of,
 )
 from .checks import check_profile
-from .machines import apply_os_config, notify, reservation_of
+from .machines import apply_os_config
 
 
 def add_network(s: Session, data: schemas.NetworkIn, actor: str) -> Network:
@@ -77,9 +77,6 @@ def update_network(
         add_event(
             s, "change", f"network {n.name} changed by {actor}", actor=actor, fields=sorted(fields)
         )
-        users = list(s.scalars(select(Machine).where(Machine.network_id == n.id)))
-        reservations = [(m.id, reservation_of(m)) for m in users]
-    notify(db, reservations)
     return n
 
 

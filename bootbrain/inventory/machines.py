@@ -4,9 +4,9 @@ reservations they hand out.
 Every write validates as the API does (the models in :mod:`bootbrain.schemas`, then
 the checks that need the database: an address inside its network, a key no other
 machine holds — :class:`~bootbrain.errors.ConflictError` names the holder), owns its
-transaction, and records a ``change`` event in it. After a commit that changed a
-machine's reservation, the listeners wired by :mod:`bootbrain.services` are told
-(:func:`notify`), so the DHCP server follows whichever path made the change.
+transaction, and records a ``change`` event in it. The DHCP servers follow by
+themselves: the database's triggers raise the reservation version with the change,
+and each boot host's reconciler (:mod:`bootbrain.integrations.reconcile`) applies it.
 """
 
 from __future__ import annotations
@@ -41,24 +41,11 @@ class Reservation:
     hostname: str | None
 
 
-#: What a reservation listener is told after a commit: each machine whose reservation
-#: changed, with its reservation now (None: it has none any more).
-ReservationChanges = Sequence[tuple[int, Reservation | None]]
-
-
 def reservation_of(m: Machine) -> Reservation | None:
     if not m.address or not m.nics:
         return None
     nic = next((n for n in m.nics if n.boot), m.nics[0])
     return Reservation(machine_id=m.id, mac=nic.mac, ip=m.address, hostname=m.hostname)
-
-
-def notify(db: Database, changes: ReservationChanges) -> None:
-    """Tell the listeners :mod:`bootbrain.services` wired which reservations changed."""
-    if not changes:
-        return
-    for listener in db.reservation_listeners:
-        listener(changes)
 
 
 def _machine_conflict(s: Session, m: Machine) -> Callable[[IntegrityError], Exception]:
@@ -235,9 +222,6 @@ def add_machine(s: Session, data: schemas.MachineCreate, actor: str) -> Machine:
 def create_machine(db: Database, data: schemas.MachineCreate, actor: str) -> Machine:
     with db.write() as s:
         m = add_machine(s, data, actor)
-        reservation = reservation_of(m)
-    if reservation:
-        notify(db, [(m.id, reservation)])
     return m
 
 
@@ -277,7 +261,6 @@ def update_machine(
     with db.write() as s:
         m = get_by_id(s, Machine, machine_id)
         check_version("machine", m.version, if_match)
-        before = reservation_of(m)
         with s.no_autoflush:
             _apply_machine(s, m, fields)
             _precheck_machine(s, m, [n["mac"] for n in fields.get("nics", [])])
@@ -291,9 +274,6 @@ def update_machine(
             actor=actor,
             fields=sorted(fields),
         )
-        after = reservation_of(m)
-    if before != after:
-        notify(db, [(m.id, after)])
     return m
 
 
@@ -301,7 +281,6 @@ def delete_machine(db: Database, machine_id: int, if_match: int | None, actor: s
     with db.write() as s:
         m = get_by_id(s, Machine, machine_id)
         check_version("machine", m.version, if_match)
-        had = reservation_of(m) is not None
         s.execute(delete(Boot).where(Boot.machine_id == machine_id))
         s.delete(m)
         s.flush()
@@ -312,8 +291,6 @@ def delete_machine(db: Database, machine_id: int, if_match: int | None, actor: s
             machine_id=machine_id,
             actor=actor,
         )
-    if had:
-        notify(db, [(machine_id, None)])
 
 
 def set_next_boot(

@@ -35,7 +35,7 @@ from bootbrain.errors import (
 from bootbrain.errors import RowProblem as Problem
 
 from .catalog import add_network, add_profile, add_rule, list_networks, list_profiles, list_rules
-from .machines import add_machine, all_reservations, list_machines, notify
+from .machines import add_machine, list_machines
 
 #: Called after each row with (rows done, rows in all): the CLI's progress bar.
 Progress = Callable[[int, int], None]
@@ -207,8 +207,6 @@ def import_text(
                 created.append(obj.id)
         if problems:
             raise ImportRowsError(problems)
-    new = set(created)
-    notify(db, [(r.machine_id, r) for r in all_reservations(db) if r.machine_id in new])
     return {k: v for k, v in counts.items() if v}
 
 

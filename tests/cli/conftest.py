@@ -158,14 +158,22 @@ class Cli:
     def export(self, fmt: str = "yaml") -> str:
         return self.run("export", "--format", fmt).stdout
 
+    def reconciled(self) -> None:
+        """What this host's reconciler does after a change (``serve`` runs it)."""
+        self.run("reconcile", "--once")
+
     def host_files(self) -> dict[str, str]:
-        """dnsmasq's ``dhcp-hostsdir`` as ``{file name: content}``."""
+        """dnsmasq's ``dhcp-hostsdir`` as ``{file name: content}``, once the
+        reconciler has run."""
+        self.reconciled()
         if not self.hostsdir.exists():
             return {}
         return {p.name: p.read_text() for p in sorted(self.hostsdir.iterdir())}
 
     def kea_reservations(self) -> list[dict[str, Any]] | None:
-        """The ``reservations`` of Kea's configuration file; None if there is no file."""
+        """The ``reservations`` of Kea's configuration file, once the reconciler has
+        run; None if there is no file."""
+        self.reconciled()
         if not self.kea_config.exists():
             return None
         doc = json.loads(self.kea_config.read_text())

@@ -216,7 +216,7 @@ def test_every_package_is_installed() -> None:
 def test_the_checker_sees_a_violation() -> None:
     """The rules above would catch the shapes they are for (the checker itself works)."""
     assert _layer("boot.render") < _layer("inventory.lookup") < _layer("api.resources")
-    assert "inventory" in _imports("integrations.sync")
+    assert "inventory" in _imports("integrations.reconcile")
     assert "machine.errors" in _imports("machine.routes")
     assert "flask" in _imports("api.common")
     assert "sqlalchemy" in _imports("inventory.lookup")
