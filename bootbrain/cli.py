@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bootbrain import identity, inventory, migrate, schemas, server, services
+from bootbrain import metrics as host_metrics
 from bootbrain.boot.types import Facts
 from bootbrain.config import Settings, load_settings
 from bootbrain.db import Database, DatabaseError
@@ -262,6 +263,7 @@ def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool, reconci
         click.echo(f"recorded {replayed} lease event(s) spooled while bootbrain was down")
     # The workers build their own services after the fork; these are not shared.
     ctx.close()
+    host_metrics.use_directory(ctx.settings.data_dir / "metrics")
     server.run(
         bind=bind,
         workers=workers,

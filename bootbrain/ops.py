@@ -9,7 +9,7 @@ import logging
 
 from flask import Blueprint, Flask, Response, current_app
 
-from bootbrain.machine.flow import failures
+from bootbrain.metrics import exposition
 from bootbrain.services import Services
 
 log = logging.getLogger(__name__)
@@ -35,28 +35,8 @@ def healthz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Counters in Prometheus text format."""
-    writer = _services().events
-    lines = [
-        "# TYPE bootbrain_machine_route_failures_total counter",
-        *(
-            f'bootbrain_machine_route_failures_total{{kind="{k}"}} {v}'
-            for k, v in sorted(failures.items())
-        ),
-        "# TYPE bootbrain_events_written_total counter",
-        f"bootbrain_events_written_total {writer.written}",
-        "# TYPE bootbrain_events_failed_total counter",
-        f"bootbrain_events_failed_total {writer.failures}",
-        "# TYPE bootbrain_events_rejected_total counter",
-        f"bootbrain_events_rejected_total {writer.rejected}",
-        "# TYPE bootbrain_events_journalled_total counter",
-        f"bootbrain_events_journalled_total {writer.journalled}",
-        "# TYPE bootbrain_events_replayed_total counter",
-        f"bootbrain_events_replayed_total {writer.replayed}",
-        "# TYPE bootbrain_event_writes_failing_seconds gauge",
-        f"bootbrain_event_writes_failing_seconds {writer.failing_for:.1f}",
-    ]
-    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+    """The host's metrics in Prometheus text format (summed over workers under serve)."""
+    return Response(exposition(), mimetype="text/plain; version=0.0.4")
 
 
 def init_app(app: Flask) -> None:

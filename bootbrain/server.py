@@ -28,6 +28,7 @@ from gunicorn.workers.sync import SyncWorker
 from bootbrain.app import create_app
 from bootbrain.boot.render import render_error
 from bootbrain.machine.flow import count_failure
+from bootbrain.metrics import process_exited
 
 #: gunicorn's largest request line and header field (its own maxima); longer ones are
 #: answered by the front door, in the route's own format, before gunicorn sees them.
@@ -318,6 +319,10 @@ def _worker_exit(server: Any, worker: Any) -> None:
         services.events.close()
 
 
+def _child_exit(server: Any, worker: Any) -> None:
+    process_exited(worker.pid)
+
+
 def _post_fork(server: Any, worker: Any) -> None:
     app = worker.app.wsgi()
     # Never share the parent's connections.
@@ -393,6 +398,7 @@ def run(
         "limit_request_fields": MAX_HEADERS,
         "post_fork": _post_fork,
         "worker_exit": _worker_exit,
+        "child_exit": _child_exit,
         # gunicorn's control socket lives at one path per user: two brains on a host
         # would share it. Nothing of ours uses it.
         "control_socket_disable": True,

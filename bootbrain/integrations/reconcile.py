@@ -29,6 +29,7 @@ from typing import Final
 from bootbrain.config import Settings
 from bootbrain.db import Database
 from bootbrain.inventory import ChangeWaiter, all_reservations, reservations_version
+from bootbrain.metrics import metrics
 
 from . import dnsmasq, kea
 
@@ -91,6 +92,10 @@ class Reconciler:
         self.applied = result.version
         self._last_full = time.monotonic()
         self.passes += 1
+        m = metrics()
+        m.reconcile_passes.inc()
+        m.reconcile_last_success.set(time.time())
+        m.reconcile_version.set(result.version)
         if result.changed or self.passes == 1:
             log.info(
                 "reservations at version %d: %d reservation(s), %s (%.3f s)",
@@ -110,6 +115,7 @@ class Reconciler:
                     wait = min(TICK, max(0.0, FULL_INTERVAL - (time.monotonic() - self._last_full)))
                 except Exception:
                     self.failures += 1
+                    metrics().reconcile_failures.inc()
                     log.exception("reconcile failed; retrying in %.0f s", RETRY)
                     wait = RETRY
                 waiter.wait(wait)

@@ -18,6 +18,7 @@ from bootbrain import identity
 from bootbrain.boot.types import Facts, MachineView
 from bootbrain.config import Settings
 from bootbrain.db import Database
+from bootbrain.metrics import metrics
 from bootbrain.models import DiscoveryCounter, Event, Machine, Nic
 
 from . import lookup
@@ -75,6 +76,7 @@ def register(
                         data={"source": source},
                     )
                 )
+                metrics().discovery_capped.inc()
                 return None
             m = Machine(
                 state="discovered",

@@ -33,6 +33,7 @@ import orjson
 
 from bootbrain.db import Database, is_record_error
 from bootbrain.inventory import write_batch
+from bootbrain.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,11 @@ class EventWriter:
                     self._isolate(items, e)
                     return
                 self.failures += 1
+                metrics().events_failed.inc()
+                metrics().event_backlog.set(self._q.qsize() + len(items))
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
+                    metrics().event_writes_failing.set(1)
                     log.exception(
                         "event batch of %d failed; retrying until it is written", len(items)
                     )
@@ -203,7 +207,10 @@ class EventWriter:
             if self._failing_since is not None:
                 log.warning("event writes recovered after %.1f s", self.failing_for)
                 self._failing_since = None
+                metrics().event_writes_failing.set(0)
             self.written += len(items)
+            metrics().events_written.inc(len(items))
+            metrics().event_backlog.set(self._q.qsize())
             return
 
     def _write_once(self, items: list[Any]) -> None:
@@ -226,6 +233,7 @@ class EventWriter:
             self._write(items[half:])
             return
         self.rejected += 1
+        metrics().events_rejected.inc()
         log.error(
             "event record refused by the database, kept in the journal's rejected.jsonl: %s",
             str(error).splitlines()[0][:300],
@@ -248,6 +256,7 @@ class EventWriter:
             return
         self._append(self.journal_dir / f"events-{os.getpid()}.jsonl", items)
         self.journalled += len(items)
+        metrics().events_journalled.inc(len(items))
         log.warning(
             "database unavailable at shutdown: %d event records journalled in %s",
             len(items),
@@ -285,6 +294,7 @@ class EventWriter:
                 return  # stopped while replaying: what is left was journalled again
             path.unlink()
             self.replayed += len(items)
+            metrics().events_replayed.inc(len(items))
             log.info("replayed %d journalled event records from %s", len(items), path.name)
 
     def flush(self, timeout: float = 10.0) -> None:

@@ -11,8 +11,6 @@ records nothing. No Flask here: the routes hand in what the request said.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -25,20 +23,17 @@ from bootbrain.boot.types import Decision, Facts, MachineView, RenderContext
 from bootbrain.config import Settings
 from bootbrain.db import Database, DatabaseError
 from bootbrain.inventory import discovery, lookup
+from bootbrain.metrics import metrics
 from bootbrain.models import utcnow
 
 from .events import EventWriter
 
 log = logging.getLogger(__name__)
 
-#: Failures on machine routes, by kind; exposed on /metrics.
-failures: Counter[str] = Counter()
-_failures_lock = threading.Lock()
-
 
 def count_failure(kind: str) -> None:
-    with _failures_lock:
-        failures[kind] += 1
+    """A failure on a machine route (answered with a valid script), on /metrics."""
+    metrics().failures.labels(kind).inc()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +21,7 @@ from bootbrain import inventory
 from bootbrain.boot.documents import JSON_DOCUMENT, NOCLOUD_FILES
 from bootbrain.boot.render import render_bootstrap
 from bootbrain.errors import BootTokenError, DocumentRenderError, ForbiddenError
+from bootbrain.metrics import metrics
 from bootbrain.services import Services
 from bootbrain.vocabulary import BOOTFILE_RE
 
@@ -75,7 +77,8 @@ def ipxe_script(
             return oversized_script()
         if not services.events.accepting:
             return shed_script()
-        return flow.answer_ipxe(
+        started = time.perf_counter()
+        answer = flow.answer_ipxe(
             services.db,
             services.settings,
             services.events,
@@ -83,7 +86,11 @@ def ipxe_script(
             remote_addr,
             flow.base_url(services.settings, host_url),
             user_agent,
-        ).script
+        )
+        m = metrics()
+        m.ipxe_requests.labels(answer.decision.step).inc()
+        m.ipxe_seconds.labels(answer.decision.step).observe(time.perf_counter() - started)
+        return answer.script
     except Exception:
         return exception_script("/ipxe")
 

@@ -44,9 +44,10 @@ def start_serve(
             preexec_fn=preexec_fn,
         )
     base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    deadline = time.monotonic() + 60  # a loaded machine imports slowly
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
                 return proc, base
         except requests.ConnectionError:
             time.sleep(0.1)

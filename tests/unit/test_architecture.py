@@ -22,7 +22,7 @@ PACKAGE = REPO / "bootbrain"
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": ("vocabulary", "errors", "identity", "security"),
     "core": ("boot",),
-    "edge": ("config", "schemas", "models", "db", "migrate", "migrations"),
+    "edge": ("config", "schemas", "models", "db", "migrate", "migrations", "metrics"),
     "services": (
         "inventory",
         "integrations",
