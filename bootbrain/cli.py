@@ -36,6 +36,7 @@ from bootbrain.integrations.sync import replay_spools
 from bootbrain.inventory import transfer
 from bootbrain.machine import documents, flow
 from bootbrain.models import utcnow
+from bootbrain.security import private_dir
 
 ACTOR = "cli"
 
@@ -182,7 +183,7 @@ def main(click_ctx: click.Context) -> None:
 def init(ctx: Ctx, /, admin_token: bool) -> None:
     """Create the data directory, the secret, the schema and the first admin token."""
     s = ctx.settings
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(s.data_dir)
     if s.ensure_secret():
         click.echo(f"created secret {s.secret_file}")
     migrate.upgrade(s.database_url)

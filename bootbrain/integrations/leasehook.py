@@ -357,7 +357,8 @@ def events_from_kea(hook: str, environ: Mapping[str, str]) -> list[dict[str, Any
 def spool_event(spool_dir: str | os.PathLike[str], event: Mapping[str, Any]) -> Path | None:
     """Write the event as ``<ns-time>-<id>.json`` (dotfile, fsync, rename); None if full."""
     directory = Path(spool_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    # Group-shared, never world: the DHCP server's user writes, bootbrain's reads.
+    directory.mkdir(mode=0o770, parents=True, exist_ok=True)
     if _count_spooled(directory, SPOOL_MAX) >= SPOOL_MAX:
         log(f"spool {directory} holds {SPOOL_MAX} events; dropped {json.dumps(event)}")
         return None
@@ -553,7 +554,7 @@ def drain_spool(
         marker.unlink(missing_ok=True)
     elif result.error != "time budget spent":
         with suppress(OSError):
-            marker.touch()
+            marker.touch(mode=0o660)
     return result
 
 

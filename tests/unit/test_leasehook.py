@@ -385,6 +385,21 @@ def test_machine_controlled_strings_are_sanitised() -> None:
     assert http["arch"] == 16
 
 
+def test_spool_is_never_world_readable_under_umask_022(tmp_path: Path) -> None:
+    """The spool is shared by the DHCP server's user (writes) and bootbrain's group
+    (reads, removes): group at most, whatever the umask the hook inherits."""
+    previous = os.umask(0o022)
+    try:
+        proc, _ = run_hook(tmp_path, dead_url(), "dnsmasq", "add", MAC, "10.0.0.96")
+    finally:
+        os.umask(previous)
+    assert proc.returncode == 0
+    spool = tmp_path / "spool"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [spool, *spool.iterdir()]}
+    assert len(modes) >= 2  # the directory and the spooled event (and the lock)
+    assert {n: oct(m) for n, m in modes.items() if m & 0o007} == {}
+
+
 def test_corrupt_spool_file_is_moved_aside(tmp_path: Path, endpoint: Endpoint) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
