@@ -39,6 +39,8 @@ from bootbrain.integrations.sync import replay_spools
 from bootbrain.inventory import transfer
 from bootbrain.machine import documents, flow
 from bootbrain.models import utcnow
+from bootbrain.security import private_dir
+from bootbrain.vocabulary import TOKEN_SCOPES
 
 ACTOR = "cli"
 
@@ -185,7 +187,7 @@ def main(click_ctx: click.Context) -> None:
 def init(ctx: Ctx, /, admin_token: bool) -> None:
     """Create the data directory, the secret, the schema and the first admin token."""
     s = ctx.settings
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(s.data_dir)
     if s.ensure_secret():
         click.echo(f"created secret {s.secret_file}")
     migrate.upgrade(s.database_url)
@@ -335,7 +337,14 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--name", required=True)
-@click.option("--scope", type=click.Choice(["read", "write"]), default="read", show_default=True)
+@click.option(
+    "--scope",
+    type=click.Choice(TOKEN_SCOPES),
+    default="read",
+    show_default=True,
+    help="read: every GET; write: everything; lease: only posting lease events (the DHCP "
+    "hooks' token)",
+)
 @click.option("--expires-days", type=int, default=None)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the token.")
 @pass_ctx
@@ -365,8 +374,14 @@ def token_list(ctx: Ctx, /, as_json: bool) -> None:
 
 @token.command("check")
 @click.argument("token_file", type=click.File("r"))
+@click.option(
+    "--scope",
+    type=click.Choice(TOKEN_SCOPES),
+    help="also require exactly this scope (a write token kept for the lease hook is "
+    "then not valid)",
+)
 @pass_ctx
-def token_check(ctx: Ctx, /, token_file: Any) -> None:
+def token_check(ctx: Ctx, /, token_file: Any, scope: str | None) -> None:
     """Exit 0 if the token in TOKEN_FILE opens this inventory, 1 if not.
 
     Read from a file so the secret stays off the process list. For deployment tools:
@@ -375,10 +390,16 @@ def token_check(ctx: Ctx, /, token_file: Any) -> None:
     """
     try:
         principal = inventory.authenticate(
-            ctx.db, ctx.secret(), token_file.read().strip(), write=False
+            ctx.db, ctx.secret(), token_file.read().strip(), need=None
         )
     except AuthError as e:
         click.echo(f"token not valid here: {e}", err=True)
+        sys.exit(1)
+    if scope is not None and principal.scope != scope:
+        click.echo(
+            f"token not valid here: {principal.name} has scope {principal.scope}, not {scope}",
+            err=True,
+        )
         sys.exit(1)
     click.echo(f"token {principal.name} (scope {principal.scope}) is valid")
 

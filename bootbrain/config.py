@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from bootbrain.errors import MissingSecretError
+from bootbrain.security import private_dir
 from bootbrain.vocabulary import BOOTFILE_RE, LocalMethod
 
 DEFAULT_CONFIG_FILE = Path("/etc/bootbrain/bootbrain.toml")
@@ -219,8 +220,10 @@ class Settings(BaseModel):
         """Create the secret file if no secret is configured; True if one was created."""
         if self.secret_key or self.secret_file.exists():
             return False
-        self.secret_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        private_dir(self.secret_file.parent)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(self.secret_file, flags, 0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(48) + "\n")
         return True

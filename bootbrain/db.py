@@ -24,6 +24,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Select
 
+from bootbrain.security import create_private_file
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 #: What storage raises when the database cannot answer (down, locked, full, broken):
@@ -64,7 +66,11 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # The database holds secrets (user-data, token hashes). SQLite creates its
+            # file 0644 but gives the -wal and -shm files the database file's mode, so
+            # an owner-only empty file made first (SQLite takes it as a new database)
+            # keeps all three owner-only, whatever the umask.
+            create_private_file(Path(parsed.database))
         engine = create_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},

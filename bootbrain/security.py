@@ -4,13 +4,18 @@ API tokens look like ``bbt_<8 id chars>_<secret>``; the ``bbt_<id>`` prefix is s
 in clear so operators can recognise a token in listings and the lookup is by prefix,
 followed by a constant-time comparison of the HMAC. Per-boot tokens are opaque random
 strings that only ever appear in the script the brain sent to that one machine.
+
+Also the owner-only files and directories that hold them (and the database that
+holds everything else): created 0600 / 0700 whatever the process's umask.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
+from pathlib import Path
 
 API_TOKEN_PREFIX = "bbt_"  # noqa: S105 (a prefix, not a secret)
 
@@ -44,3 +49,37 @@ def new_boot_id() -> str:
 
 def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` and any missing parents for the owner alone (0700).
+
+    A directory that exists is left as it is: an operator's 0711 data directory (so
+    that the DHCP server may reach a spool inside it) is a choice, not an accident.
+    """
+    missing: list[Path] = []
+    at = path
+    while not at.exists():
+        missing.append(at)
+        at = at.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process made it meanwhile: theirs, left alone
+        directory.chmod(0o700)  # mkdir's mode is masked by the umask
+
+
+def create_private_file(path: Path) -> bool:
+    """Create ``path`` empty and owner-only (0600, whatever the umask); False if it
+    exists already (left as it is). A symlink in its place is refused, not followed."""
+    private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return True

@@ -17,7 +17,12 @@ MachineState = Literal[
     "new", "discovered", "ready", "provisioning", "deployed", "maintenance", "retired"
 ]
 ProfileKind = Literal["linux", "ipxe", "chain", "local", "menu"]
-TokenScope = Literal["read", "write"]
+#: ``read``: every GET; ``write``: everything; ``lease``: only posting lease events
+#: (the DHCP hooks' token: it can neither read the inventory nor change it).
+TokenScope = Literal["read", "write", "lease"]
+#: What a request needs of its token; ``None`` (``bootbrain token check``): only that it
+#: is valid.
+TokenNeed = Literal["read", "write", "lease"]
 LocalMethod = Literal["exit", "sanboot"]
 #: Which step of the boot decision chose (BRIEF "The decision"); ``conflict`` and
 #: ``error`` boot from local disk.
@@ -39,6 +44,12 @@ BUILDARCHES: Final[tuple[str, ...]] = get_args(Buildarch)
 PLATFORMS: Final[tuple[str, ...]] = get_args(Platform)
 LEASE_SOURCES: Final[tuple[str, ...]] = get_args(LeaseSource)
 LEASE_ACTIONS: Final[tuple[str, ...]] = get_args(LeaseAction)
+#: Which scopes grant each need: write grants everything, read and lease only themselves.
+SCOPE_GRANTS: Final[dict[str, frozenset[str]]] = {
+    "read": frozenset({"read", "write"}),
+    "write": frozenset({"write"}),
+    "lease": frozenset({"lease", "write"}),
+}
 #: Lease actions that say the machine is on the network now (they move last-seen).
 LEASE_ALIVE: Final = frozenset({"add", "old", "commit", "renew"})
 

@@ -16,10 +16,13 @@ from spectree.models import SecureType
 from bootbrain import inventory
 from bootbrain.errors import AuthError, StaleError
 from bootbrain.services import Services
+from bootbrain.vocabulary import TokenNeed
 
 from .errors import BadBodyError, spectree_before
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The view the DHCP hooks post to (``api.lease_event``; see resources.py).
+LEASE_EVENT_ENDPOINT = "api.lease_event"
 
 spec = SpecTree(
     "flask",
@@ -68,8 +71,16 @@ def authenticate_request() -> None:
         raise AuthError("no bearer token")
     found = services()
     g.principal = inventory.authenticate(
-        found.db, found.settings.secret(), token.strip(), write=request.method not in READ_METHODS
+        found.db, found.settings.secret(), token.strip(), need=_need()
     )
+
+
+def _need() -> TokenNeed:
+    """What this request needs of its token. Posting a lease event is the one thing a
+    lease-scope token (the DHCP hooks') may do; a write token may do it as well."""
+    if request.method == "POST" and request.endpoint == LEASE_EVENT_ENDPOINT:
+        return "lease"
+    return "read" if request.method in READ_METHODS else "write"
 
 
 def check_body() -> None:

@@ -67,9 +67,10 @@ def render_hook_wrapper(
 #: What each key of leasehook.conf means, written above it.
 _HOOK_CONF_HELP: Final = {
     "url": "Where bootbrain listens (the hook POSTs to <url>/api/v1/lease-events).",
-    "token_file": "A file with an API token with write scope (`bootbrain token create "
-    "--name dhcp-hook\n# --scope write --quiet`), readable by the user the DHCP server "
-    "runs the hook as\n# (root for dnsmasq, _kea for Debian's kea-dhcp4).",
+    "token_file": "A file with an API token with lease scope (`bootbrain token create "
+    "--name dhcp-hook\n# --scope lease --quiet`: it can post lease events and nothing "
+    "else), readable by the\n# user the DHCP server runs the hook as (root for dnsmasq, "
+    "_kea for Debian's kea-dhcp4).",
     "spool_dir": "Events wait here while bootbrain is unreachable; writable by that same user.",
     "timeout": "Seconds: per request, for the whole run (the DHCP server's wait), and how "
     "long\n# to only spool after a failed delivery.",

@@ -44,6 +44,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -64,6 +65,10 @@ API_PATH = "/api/v1/lease-events"
 #: Spool files beyond this many are not written (and the event is logged instead):
 #: a bootbrain that is gone for weeks must not fill the disk.
 SPOOL_MAX = 100_000
+#: A spooled event is a few hundred bytes; a file larger than this is not one of ours.
+SPOOL_FILE_MAX = 64 * 1024
+#: How much of an event a log line quotes: enough to recognise it, never megabytes.
+LOG_EXCERPT = 300
 
 DNSMASQ_ACTIONS = frozenset({"add", "old", "del"})
 #: dnsmasq calls the script for these too; lease events only matter here. TFTP
@@ -135,6 +140,15 @@ class _DeadlineError(Exception):
 
 class _RefusedError(Exception):
     """bootbrain answered, but did not take the event (5xx, 401, ...): try later."""
+
+
+def excerpt(data: str | bytes, limit: int = LOG_EXCERPT) -> str:
+    """``data`` for a log line: at most ``limit`` characters, saying how much was cut."""
+    text = data[: limit * 4].decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    if len(text) <= limit and len(data) <= limit * 4:
+        return text
+    unit = "bytes" if isinstance(data, bytes) else "characters"
+    return f"{text[:limit]}... ({len(data)} {unit} in all)"
 
 
 def log(message: str) -> None:
@@ -357,9 +371,10 @@ def events_from_kea(hook: str, environ: Mapping[str, str]) -> list[dict[str, Any
 def spool_event(spool_dir: str | os.PathLike[str], event: Mapping[str, Any]) -> Path | None:
     """Write the event as ``<ns-time>-<id>.json`` (dotfile, fsync, rename); None if full."""
     directory = Path(spool_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    # Group-shared, never world: the DHCP server's user writes, bootbrain's reads.
+    directory.mkdir(mode=0o770, parents=True, exist_ok=True)
     if _count_spooled(directory, SPOOL_MAX) >= SPOOL_MAX:
-        log(f"spool {directory} holds {SPOOL_MAX} events; dropped {json.dumps(event)}")
+        log(f"spool {directory} holds {SPOOL_MAX} events; dropped {excerpt(json.dumps(event))}")
         return None
     name = f"{time.time_ns():020d}-{event['id']}.json"
     tmp = directory / f".{name}.tmp"
@@ -406,7 +421,9 @@ def _count_spooled(directory: Path, limit: int) -> int:
 def _replay_lock(directory: Path, wait: float) -> Iterator[bool]:
     """Hold the spool's lock (one sender at a time), waiting up to ``wait`` seconds."""
     try:
-        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o660)
+        # Not through a symlink: the hook may run as root (dnsmasq), and the spool
+        # directory is writable by another user.
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o660)
     except OSError as exc:
         log(f"cannot open lock in {directory}: {exc}")
         yield False
@@ -553,7 +570,11 @@ def drain_spool(
         marker.unlink(missing_ok=True)
     elif result.error != "time budget spent":
         with suppress(OSError):
-            marker.touch()
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o660)
+            try:
+                os.utime(fd)
+            finally:
+                os.close(fd)
     return result
 
 
@@ -562,13 +583,13 @@ def _deliver_file(
 ) -> bool:
     """Deliver one spooled file; False (with ``result.error`` set) to stop."""
     try:
-        body = path.read_bytes()
+        body = _read_spooled(path)
         event = json.loads(body)
         event_id = str(event["id"])
     except FileNotFoundError:
         return True  # another sender took it
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        log(f"unreadable spool file {path.name} ({exc}); moved aside")
+        log(f"unreadable spool file {path.name} ({excerpt(str(exc))}); moved aside")
         with suppress(OSError):
             path.rename(path.with_name(f".bad-{path.name}"))
         return True
@@ -587,15 +608,45 @@ def _deliver_file(
         result.delivered += 1
         result.delivered_ids.append(event_id)
     else:
-        log(f"bootbrain refused event; dropped: {body.decode(errors='replace')}")
+        log(f"bootbrain refused event; dropped: {excerpt(body)}")
         result.rejected += 1
     path.unlink(missing_ok=True)
     return True
 
 
+def _read_spooled(path: Path) -> bytes:
+    """A spooled file's bytes: a regular file of at most SPOOL_FILE_MAX, never read
+    through a symlink (one to /etc/shadow would otherwise be sent, or logged)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError("a symlink, not an event") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > SPOOL_FILE_MAX:
+            raise ValueError(f"{st.st_size} bytes, more than an event's {SPOOL_FILE_MAX}")
+        chunks = []
+        size = 0
+        while size <= SPOOL_FILE_MAX:
+            chunk = os.read(fd, SPOOL_FILE_MAX + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > SPOOL_FILE_MAX:
+            raise ValueError(f"more than an event's {SPOOL_FILE_MAX} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _backing_off(config: HookConfig) -> bool:
     try:
-        age = time.time() - (config.spool_dir / ".down").stat().st_mtime
+        age = time.time() - (config.spool_dir / ".down").lstat().st_mtime
     except OSError:
         return False
     return 0 <= age < config.backoff
@@ -618,7 +669,7 @@ def handle(events: list[dict[str, Any]], config: HookConfig) -> ReplayResult | N
     if config.url is None or config.token is None:
         log("no url or token configured; events stay spooled")
         for event in unspooled:
-            log(f"event lost: {json.dumps(event)}")
+            log(f"event lost: {excerpt(json.dumps(event))}")
         return None
     for event in unspooled:
         # Nowhere to keep it: one direct try, and the whole event in the log if that fails.
@@ -634,7 +685,7 @@ def handle(events: list[dict[str, Any]], config: HookConfig) -> ReplayResult | N
         except (OSError, ValueError) as exc:
             status, outcome = 0, f"{type(exc).__name__}: {exc}"
         if not 200 <= status < 300:
-            log(f"event lost ({outcome}): {json.dumps(event)}")
+            log(f"event lost ({excerpt(outcome)}): {excerpt(json.dumps(event))}")
     if _backing_off(config):
         return None
     budget = config.budget - (time.monotonic() - start)

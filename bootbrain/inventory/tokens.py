@@ -16,6 +16,7 @@ from bootbrain import schemas, security
 from bootbrain.db import Database
 from bootbrain.errors import AuthError, ForbiddenError
 from bootbrain.models import ApiToken, utcnow
+from bootbrain.vocabulary import SCOPE_GRANTS, TokenNeed
 
 from .base import add_event, flush_or_conflict, get_by_id, named_conflict, page_of
 
@@ -72,7 +73,11 @@ class Principal:
     scope: str
 
 
-def authenticate(db: Database, secret: bytes, token: str, *, write: bool) -> Principal:
+def authenticate(
+    db: Database, secret: bytes, token: str, *, need: TokenNeed | None
+) -> Principal:
+    """The token's principal if it is valid and its scope grants ``need``
+    (:data:`bootbrain.vocabulary.SCOPE_GRANTS`); ``need=None`` checks validity only."""
     prefix = security.api_token_prefix(token)
     if prefix is None:
         raise AuthError("malformed token")
@@ -85,8 +90,8 @@ def authenticate(db: Database, secret: bytes, token: str, *, write: bool) -> Pri
         raise AuthError("token revoked")
     if t.expires_at is not None and t.expires_at <= now:
         raise AuthError("token expired")
-    if write and t.scope != "write":
-        raise ForbiddenError(f"token {t.name} has scope {t.scope}; this needs write")
+    if need is not None and t.scope not in SCOPE_GRANTS[need]:
+        raise ForbiddenError(f"token {t.name} has scope {t.scope}; this needs {need}")
     if t.last_used_at is None or now - t.last_used_at > timedelta(minutes=1):
         # At most one write a minute per token, so API reads stay reads.
         with db.write() as s:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import stat
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
 
-from flask import Blueprint, Flask, Response, current_app, request, send_from_directory
-from werkzeug.wsgi import get_host
+from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.wsgi import get_host, wrap_file
 
 from bootbrain import inventory
 from bootbrain.boot.documents import JSON_DOCUMENT, NOCLOUD_FILES
@@ -173,9 +177,40 @@ def tftp_over_http(name: str) -> Response:
     serve the same path in front of bootbrain)."""
     if not BOOTFILE_RE.fullmatch(name):
         return text_error(404, "not found", name[:64])
-    return send_from_directory(
-        _services().settings.dnsmasq.tftp_root, name, mimetype="application/efi"
+    opened = _open_in(_services().settings.dnsmasq.tftp_root, name)
+    if opened is None:
+        return text_error(404, "not found", name)
+    f, st = opened
+    resp = Response(
+        wrap_file(request.environ, f), mimetype="application/efi", direct_passthrough=True
     )
+    resp.content_length = st.st_size
+    resp.last_modified = datetime.fromtimestamp(st.st_mtime, UTC)
+    resp.set_etag(f"{st.st_mtime_ns:x}-{st.st_size:x}")
+    resp.make_conditional(request, accept_ranges=True, complete_length=st.st_size)
+    return resp
+
+
+def _open_in(root: Path, name: str) -> tuple[BinaryIO, os.stat_result] | None:
+    """``root/name`` opened for reading if it is a regular file inside ``root``.
+
+    A symlink is followed only to a file inside the root (``ipxe.efi -> snponly.efi``):
+    one to ``/etc/passwd`` or a secret beside the root is not served. The final open
+    refuses a symlink, so one swapped in after the check is not followed either.
+    """
+    real_root = root.resolve()
+    target = (real_root / name).resolve()
+    if target == real_root or not target.is_relative_to(real_root):
+        return None
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb"), st
 
 
 def _serve_document(token: str, document: str) -> Response:

@@ -278,9 +278,13 @@ def _check_through_nginx(scenario: Scenario) -> None:
     assert harness.http_get(f"{base}/api/v1/tokens").status == 401
     tokens = harness.http_get(f"{base}/api/v1/tokens", headers={"Authorization": f"Bearer {token}"})
     assert tokens.status == 200, tokens
-    names = [t["name"] for t in json.loads(tokens.body)["items"]]
-    assert any(n.startswith("ansible-target-") for n in names), names
-    assert any(n.startswith("leasehook-target-") for n in names), names
+    scopes = {t["name"]: t["scope"] for t in json.loads(tokens.body)["items"]}
+    assert [s for n, s in scopes.items() if n.startswith("ansible-target-")] == ["write"], scopes
+    # The hook's token posts lease events and nothing else.
+    assert [s for n, s in scopes.items() if n.startswith("leasehook-target-")] == ["lease"], scopes
+    hook_token = tgt.path("/etc/bootbrain/leasehook-token").read_text().strip()
+    as_hook = {"Authorization": f"Bearer {hook_token}"}
+    assert harness.http_get(f"{base}/api/v1/tokens", headers=as_hook).status == 403
 
     # A lease event, delivered the way dnsmasq would run the installed hook: as
     # root, with dnsmasq's variables, through nginx, with the hook's own token.

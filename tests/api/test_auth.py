@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.api.test_leases import lease
 from tests.conftest import Api
 
 #: Blueprints whose routes machines (not operators) call, and the monitoring routes
@@ -57,6 +58,35 @@ def test_read_token_gets_403_on_every_write(app: Flask, reader: Api) -> None:
         resp = reader.call(method, path.removeprefix("/api/v1"), json={})
         assert resp.status_code == 403, (method, path, resp.status_code)
         assert resp.json["status"] == 403
+
+
+def test_lease_token_posts_lease_events_and_nothing_else(
+    app: Flask, client: FlaskClient, api: Api
+) -> None:
+    """The DHCP hooks' token (scope lease): a stolen one cannot mint tokens, rewrite
+    profiles or read the inventory; it can only tell bootbrain about leases."""
+    created = api.post("/tokens", {"name": "dhcp-hook", "scope": "lease"}, expect=201).json
+    assert created["scope"] == "lease"
+    hook = Api(client, created["token"])
+    api.post("/profiles", {"name": "p1", "kind": "local"}, expect=201)
+    hook.post("/lease-events", lease(), expect=202)
+    refused = [
+        (method, path)
+        for method, path in operator_routes(app)
+        if path != "/api/v1/lease-events"
+        and hook.call(method, path.removeprefix("/api/v1"), json={}).status_code != 403
+    ]
+    assert refused == []
+    resp = hook.post("/tokens", {"name": "minted", "scope": "write"})
+    assert resp.status_code == 403 and "scope lease" in resp.json["detail"]
+    hook.patch("/profiles/1", {"kind": "chain", "chain_url": "http://evil/x"}, expect=403)
+    assert api.get("/profiles/1", expect=200).json["kind"] == "local"
+    assert [t["name"] for t in api.get("/tokens").json["items"]] == ["admin", "dhcp-hook"]
+
+
+def test_lease_events_need_a_lease_or_write_token(api: Api, reader: Api) -> None:
+    reader.post("/lease-events", lease(), expect=403)
+    api.post("/lease-events", lease(), expect=202)
 
 
 def test_read_token_can_read(reader: Api) -> None:

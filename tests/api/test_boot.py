@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -306,3 +307,40 @@ def test_tftp_root_is_served_over_http_for_uefi_http_boot(client: FlaskClient, a
     assert resp.data == b"MZ" + bytes(200)
     assert client.get("/tftp/..%2fsecret_key").status_code == 404
     assert client.get("/tftp/absent.efi").status_code == 404
+
+
+def test_tftp_over_http_serves_no_symlink_out_of_the_root(
+    client: FlaskClient, app: Flask, tmp_path: Path
+) -> None:
+    """A symlink in the TFTP root to /etc/passwd, or to the secret beside the root, is
+    not served; one to another binary inside the root is (``ipxe.efi -> snponly.efi``)."""
+    root = app.config["BOOTBRAIN"].dnsmasq.tftp_root
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "snponly.efi").write_bytes(b"MZ" + bytes(100))
+    (root / "ipxe.efi").symlink_to("snponly.efi")
+    (root / "evil.efi").symlink_to("/etc/passwd")
+    outside = tmp_path / "secret_key"
+    outside.write_text("the brain's secret\n")
+    (root / "key.efi").symlink_to(outside)
+    (root / "sub").mkdir()
+    (root / "dir.efi").symlink_to(root / "sub")
+    for name in ("evil.efi", "key.efi", "dir.efi", "sub"):
+        resp = client.get(f"/tftp/{name}")
+        assert resp.status_code == 404, name
+        assert b"root:" not in resp.data and b"secret" not in resp.data
+    assert client.get("/tftp/ipxe.efi").data == b"MZ" + bytes(100)
+
+
+def test_tftp_over_http_answers_ranges_and_revalidation(client: FlaskClient, app: Flask) -> None:
+    """What UEFI HTTP boot firmware and caches ask of a file server still works."""
+    root = app.config["BOOTBRAIN"].dnsmasq.tftp_root
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "snponly.efi").write_bytes(bytes(range(256)))
+    full = client.get("/tftp/snponly.efi")
+    assert full.status_code == 200
+    assert full.headers["Content-Length"] == "256"
+    assert full.mimetype == "application/efi"
+    part = client.get("/tftp/snponly.efi", headers={"Range": "bytes=16-31"})
+    assert part.status_code == 206 and part.data == bytes(range(16, 32))
+    again = client.get("/tftp/snponly.efi", headers={"If-None-Match": full.headers["ETag"]})
+    assert again.status_code == 304 and again.data == b""

@@ -132,3 +132,31 @@ def test_prune_deletes_only_events_older_than_the_retention(runner: Cli) -> None
 
 def test_prune_refuses_negative_days(runner: Cli) -> None:
     assert "--boots-days" in runner.fails("prune", "--boots-days", "-1")
+
+
+def test_init_leaves_the_secrets_owner_only_under_umask_022(
+    make_cli: MakeCli, database: str | None
+) -> None:
+    """The database (and its -wal and -shm), the secret and the data directory are the
+    owner's alone, though the umask would let everyone read what is created."""
+    if database is not None:
+        pytest.skip("the files are SQLite's")
+    previous = os.umask(0o022)
+    try:
+        cli = make_cli(init=False)
+        cli.run("init")
+        cli.run("machine", "add", "--hostname", "web-1", "--mac", "52:54:00:00:00:01")
+        db = Database(cli.settings().database_url)
+        try:
+            with db.write() as s:  # an open connection in WAL mode: -wal and -shm exist
+                s.add(Event(kind="change", message="holds the files open"))
+            files = {p.name: p.stat().st_mode & 0o777 for p in cli.data_dir.iterdir()}
+        finally:
+            db.dispose()
+    finally:
+        os.umask(previous)
+    assert {"bootbrain.db", "bootbrain.db-wal", "bootbrain.db-shm", "secret_key"} <= set(files)
+    assert {name: oct(mode) for name, mode in files.items()} == {
+        name: "0o600" for name in files
+    }
+    assert oct(cli.data_dir.stat().st_mode & 0o777) == "0o700"

@@ -94,3 +94,22 @@ def test_expiry_is_in_the_future(runner: Cli) -> None:
     runner.run("token", "create", "--name", "soon", "--expires-days", "1", "-q")
     soon = next(t for t in runner.json("token", "list", "--json") if t["name"] == "soon")
     assert _when(soon["expires_at"]) > datetime.now(UTC)
+
+
+def test_a_lease_token_for_the_dhcp_hook(runner: Cli) -> None:
+    """What the hook docs and the Ansible role do: a lease-scope token, kept in a file,
+    and ``token check --scope lease`` refusing the write token an older install kept."""
+    token = runner.run("token", "create", "--name", "dhcp-hook", "--scope", "lease", "-q")
+    path = runner.home / "leasehook.token"
+    path.write_text(token.stdout.strip() + "\n")
+    listed = runner.json("token", "list", "--json")
+    assert ("dhcp-hook", "lease") in [(t["name"], t["scope"]) for t in listed]
+    ok = runner.run("token", "check", "--scope", "lease", str(path)).stdout
+    assert ok == "token dhcp-hook (scope lease) is valid\n"
+    assert runner.run("token", "check", str(path)).stdout == ok
+
+    old = runner.run("token", "create", "--name", "old-hook", "--scope", "write", "-q").stdout
+    path.write_text(old.strip() + "\n")
+    err = runner.fails("token", "check", "--scope", "lease", str(path), code=1)
+    assert "token not valid here: old-hook has scope write, not lease" in err
+    assert "'lease'" in runner.fails("token", "create", "--name", "x", "--scope", "admin")

@@ -385,6 +385,63 @@ def test_machine_controlled_strings_are_sanitised() -> None:
     assert http["arch"] == 16
 
 
+def test_spool_is_never_world_readable_under_umask_022(tmp_path: Path) -> None:
+    """The spool is shared by the DHCP server's user (writes) and bootbrain's group
+    (reads, removes): group at most, whatever the umask the hook inherits."""
+    previous = os.umask(0o022)
+    try:
+        proc, _ = run_hook(tmp_path, dead_url(), "dnsmasq", "add", MAC, "10.0.0.96")
+    finally:
+        os.umask(previous)
+    assert proc.returncode == 0
+    spool = tmp_path / "spool"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [spool, *spool.iterdir()]}
+    assert len(modes) >= 2  # the directory and the spooled event (and the lock)
+    assert {n: oct(m) for n, m in modes.items() if m & 0o007} == {}
+
+
+def test_symlinked_spool_file_is_not_read(tmp_path: Path, endpoint: Endpoint) -> None:
+    """Whoever may write the spool must not get the hook (root, under dnsmasq) to read
+    another file: a spooled name that is a symlink is moved aside, unread and unsent."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    target = tmp_path / "not-for-the-hook.json"
+    event = leasehook.events_from_dnsmasq(["add", MAC, "10.0.0.98"], {})[0]
+    event["hostname"] = "secret-content"
+    target.write_text(json.dumps(event))
+    (spool / "00000000000000000001-x.json").symlink_to(target)
+    (spool / "00000000000000000002-y.json").symlink_to("/etc/passwd")
+    proc, _ = run_hook(tmp_path, endpoint.url, "dnsmasq", "add", MAC, "10.0.0.99")
+    assert proc.returncode == 0
+    assert [e["ip"] for e in endpoint.received] == ["10.0.0.99"]
+    assert "secret-content" not in proc.stderr and "root:" not in proc.stderr
+    assert "symlink" in proc.stderr
+    assert leasehook.spooled(spool) == []
+    assert (spool / ".bad-00000000000000000001-x.json").is_symlink()  # kept to look at
+    assert target.read_text() == json.dumps(event)
+
+
+def test_a_huge_spooled_event_is_not_logged_in_full(tmp_path: Path, endpoint: Endpoint) -> None:
+    """A 2 MB event (bootbrain would refuse it: 413) is set aside, and the log says so
+    in a line, not in 2 MB; a refused event of ordinary size is quoted, cut short."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    event = leasehook.events_from_dnsmasq(["add", MAC, "10.0.0.100"], {})[0]
+    (spool / "00000000000000000001-big.json").write_text(
+        json.dumps({**event, "hostname": "h" * 2_000_000})
+    )
+    endpoint.mode = "422"
+    (spool / "00000000000000000002-odd.json").write_text(
+        json.dumps({**event, "id": "odd", "user_class": "u" * 20_000})
+    )
+    proc, _ = run_hook(tmp_path, endpoint.url, "replay", "5")
+    assert len(proc.stderr) < 2_000, proc.stderr[:500]
+    assert "00000000000000000001-big.json" in proc.stderr and "moved aside" in proc.stderr
+    assert "refused" in proc.stderr and "20" in proc.stderr  # the size of what was cut
+    assert leasehook.spooled(spool) == []
+    assert endpoint.requests == 1  # the 2 MB one was never sent
+
+
 def test_corrupt_spool_file_is_moved_aside(tmp_path: Path, endpoint: Endpoint) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
