@@ -1,8 +1,8 @@
 """api_token.scope may be ``lease``: a token that can post lease events and nothing
 else, for the DHCP hooks (issue 16)
 
-Revision ID: 0006h2
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-03
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006h2"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
