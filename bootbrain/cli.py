@@ -19,7 +19,7 @@ import click
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bootbrain import identity, inventory, migrate, schemas, server, services
+from bootbrain import identity, inventory, migrate, readiness, schemas, server, services
 from bootbrain import metrics as host_metrics
 from bootbrain.boot.types import Facts
 from bootbrain.config import Settings, load_settings
@@ -272,6 +272,17 @@ def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool, reconci
         access_log=access_log,
         reconcile=reconcile and ctx.settings.dhcp != "none",
     )
+
+
+@main.command()
+@pass_ctx
+def status(ctx: Ctx) -> None:
+    """What /readyz checks, from this host: exit 1 when any check fails."""
+    results = readiness.checks(ctx.settings, ctx.db, None)
+    for c in results:
+        click.echo(f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<15} {c.detail}")
+    if not all(c.ok for c in results):
+        sys.exit(1)
 
 
 @main.command()

@@ -5,10 +5,12 @@ token: they say nothing about the inventory's contents.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from flask import Blueprint, Flask, Response, current_app
 
+from bootbrain import readiness
 from bootbrain.metrics import exposition
 from bootbrain.services import Services
 
@@ -31,6 +33,21 @@ def healthz() -> Response:
         log.exception("health check: database unreachable")
         return Response("database unreachable\n", status=503, mimetype="text/plain")
     return Response("ok\n", mimetype="text/plain")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Whether this host can boot machines now; each failing check named (JSON)."""
+    services = _services()
+    results = readiness.checks(services.settings, services.db, services.events)
+    ok = all(c.ok for c in results)
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in results},
+    }
+    resp = Response(json.dumps(body), status=200 if ok else 503, mimetype="application/json")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.get("/metrics")

@@ -19,12 +19,13 @@ without a brain.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from bootbrain.config import Settings
 from bootbrain.db import Database
@@ -74,6 +75,18 @@ def reconcile_once(settings: Settings, db: Database) -> Pass:
     return Pass(version, len(reservations), changed, detail, time.monotonic() - started)
 
 
+STATUS_FILE: Final = "reconcile-status.json"
+
+
+def read_status(settings: Settings) -> dict[str, Any] | None:
+    """What this host's reconciler last reported (``/readyz``, ``bootbrain status``)."""
+    try:
+        data = json.loads((settings.data_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 @dataclass
 class Reconciler:
     settings: Settings
@@ -82,6 +95,26 @@ class Reconciler:
     passes: int = 0
     failures: int = 0
     _last_full: float = 0.0
+    _last_success: float | None = None
+
+    def _report(self, error: str | None) -> None:
+        """The status file: the last success, and the error since, if any."""
+        path = self.settings.data_dir / STATUS_FILE
+        doc = {
+            "pid": os.getpid(),
+            "version": self.applied,
+            "last_success": self._last_success,
+            "error": error,
+            "at": time.time(),
+        }
+        try:
+            tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+            tmp.replace(path)
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e)
 
     def step(self) -> Pass | None:
         """One check: a pass if the version moved or a full pass is due."""
@@ -92,6 +125,8 @@ class Reconciler:
         self.applied = result.version
         self._last_full = time.monotonic()
         self.passes += 1
+        self._last_success = time.time()
+        self._report(None)
         m = metrics()
         m.reconcile_passes.inc()
         m.reconcile_last_success.set(time.time())
@@ -113,9 +148,10 @@ class Reconciler:
                 try:
                     self.step()
                     wait = min(TICK, max(0.0, FULL_INTERVAL - (time.monotonic() - self._last_full)))
-                except Exception:
+                except Exception as e:
                     self.failures += 1
                     metrics().reconcile_failures.inc()
+                    self._report(str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
                     log.exception("reconcile failed; retrying in %.0f s", RETRY)
                     wait = RETRY
                 waiter.wait(wait)

@@ -30,6 +30,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "machine.flow",
         "machine.documents",
         "machine.events",
+        "readiness",
     ),
     "composition": ("services",),
     "transport": (
