@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -118,6 +119,9 @@ class Profile(Base):
     menu: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: State a machine moves to when a boot of this profile reports completion.
     complete_state: Mapped[str | None] = mapped_column(String(16))
+    #: Seconds a boot of this profile may go without reaching its next stage before
+    #: the boot funnel calls it stuck (None: the ``boot_stuck_after`` setting).
+    stuck_after: Mapped[int | None] = mapped_column(Integer)
     # configuration of the booted OS (bootbrain.boot.documents; machines override)
     tags: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
     ssh_keys: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
@@ -303,6 +307,15 @@ class Event(Base):
         Index("ix_event_machine_id_id", "machine_id", "id"),
         Index("ix_event_kind_id", "kind", "id"),
         UniqueConstraint("ref"),
+        #: The boot funnel finds a /boot.ipxe fetch by the address it came from; only
+        #: bootstrap events are in this index, so no other write pays for it.
+        Index(
+            "ix_event_bootstrap_ip_at",
+            "ip",
+            "at",
+            postgresql_where=text("kind = 'bootstrap'"),
+            sqlite_where=text("kind = 'bootstrap'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(

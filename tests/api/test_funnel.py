@@ -1,0 +1,203 @@
+"""The boot funnel: a simulated boot through every stage the brain sees, joined into
+one attempt; a boot that stops after the decision, flagged stuck after its limit."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from bootbrain.db import Database
+from bootbrain.models import Boot, Event, utcnow
+from tests.api.test_boot import ipxe_query
+from tests.conftest import Api, add_rack1
+
+MAC = "52:54:00:aa:cc:01"
+IP = "10.200.0.50"
+OTHER_IP = "10.200.0.77"
+
+
+def flush(app: Flask) -> None:
+    app.extensions["bootbrain"].events.flush()
+
+
+def lease(ip: str = IP, mac: str = MAC, ago: float = 0.0, action: str = "add") -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "source": "dnsmasq",
+        "action": action,
+        "mac": mac,
+        "ip": ip,
+        "user_class": "iPXE",
+        "arch": 7,
+        "at": (utcnow() - timedelta(seconds=ago)).isoformat(),
+    }
+
+
+def script_setting(script: str, name: str) -> str:
+    m = re.search(rf"^set {name} (\S+)$", script, re.M)
+    assert m, script
+    return m.group(1)
+
+
+@pytest.fixture
+def machine(api: Api) -> dict[str, Any]:
+    add_rack1(api)
+    api.post("/profiles", {"name": "disk", "kind": "local"}, expect=201)
+    api.post(
+        "/profiles",
+        {
+            "name": "installer",
+            "kind": "linux",
+            "kernel": "{{ assets }}/vmlinuz",
+            "initrds": ["{{ assets }}/initrd.img"],
+            "cmdline": "${IPXE_BOOT_LINUX_IP_CONFIG} "
+            "ds=nocloud-net;s=${IPXE_BOOT_METADATA_URL} bootbrain.done=${IPXE_BOOT_DONE_URL}",
+            "user_data": "#cloud-config\nhostname: node-var\n",
+        },
+        expect=201,
+    )
+    m: dict[str, Any] = api.post(
+        "/machines",
+        {
+            "hostname": "node-var",
+            "nics": [{"mac": MAC, "boot": True}],
+            "network": "rack1",
+            "address": IP,
+            "profile": "installer",
+            "state": "ready",
+        },
+        expect=201,
+    ).json
+    return m
+
+
+def pxe_boot_until_decision(client: FlaskClient, api: Api, lease_ago: float = 0.0) -> str:
+    """DHCP (the hook's lease event), /boot.ipxe and /ipxe, from the machine's address."""
+    api.post("/lease-events", lease(ago=lease_ago), expect=202)
+    env = {"REMOTE_ADDR": IP}
+    bootstrap = client.get("/boot.ipxe", environ_overrides=env)
+    assert bootstrap.status_code == 200
+    assert "/ipxe?uuid=" in bootstrap.get_data(as_text=True)
+    resp = client.get(ipxe_query(mac=MAC), environ_overrides=env)
+    assert resp.status_code == 200
+    script = resp.get_data(as_text=True)
+    assert re.search(r"^kernel .*/vmlinuz ", script, re.M), script
+    flush(client.application)  # the boot record, which the token opens
+    return script
+
+
+def test_a_boot_through_every_stage_is_one_attempt_with_every_stage(
+    api: Api, client: FlaskClient, app: Flask, machine: dict[str, Any]
+) -> None:
+    # Another machine's bootstrap fetch at the same moment is not this boot's.
+    client.get("/boot.ipxe", environ_overrides={"REMOTE_ADDR": OTHER_IP})
+    script = pxe_boot_until_decision(client, api, lease_ago=20)
+    base = script_setting(script, "IPXE_BOOT_METADATA_URL").removeprefix("http://bootbrain.test")
+    env = {"REMOTE_ADDR": IP}
+    for name in ("meta-data", "user-data"):
+        assert client.get(base + name, environ_overrides=env).status_code == 200
+    done = script_setting(script, "IPXE_BOOT_DONE_URL").removeprefix("http://bootbrain.test")
+    resp = client.post(done, data={"ip": f"{IP}/24"}, environ_overrides=env)
+    assert resp.status_code == 200
+    boot_id = resp.get_data(as_text=True).split()[1]
+    flush(app)
+
+    attempts = api.get(f"/machines/{machine['id']}/boots", expect=200).json["items"]
+    assert len(attempts) == 1
+    a = attempts[0]
+    assert [s["stage"] for s in a["stages"]] == [
+        "lease",
+        "bootstrap",
+        "decision",
+        "document",
+        "document",
+        "completion",
+    ]
+    assert a["status"] == "complete"
+    assert a["boot_id"] == boot_id
+    assert (a["step"], a["profile"], a["mac"], a["ip"]) == ("assigned", "installer", MAC, IP)
+    assert a["stages"][1]["data"] == {"ip": IP, "matched_by": "ip"}
+    assert [s["data"].get("document") for s in a["stages"][3:5]] == ["meta-data", "user-data"]
+    assert a["not_attributed"] == ["kernel", "initrd"]
+    # Timings: the lease came 20 s before the bootstrap, everything else within seconds.
+    offsets = [s["after_start_s"] for s in a["stages"]]
+    assert offsets[0] == 0 and offsets == sorted(offsets)
+    assert 19 <= offsets[1] <= 25, offsets
+    assert offsets[-1] - offsets[1] < 10, offsets
+    assert a["duration_s"] == offsets[-1]
+    assert a["last_stage"] == "completion"
+    assert api.get("/boots?stuck=true", expect=200).json["items"] == []
+
+
+def test_a_boot_that_stops_after_the_decision_is_stuck_after_its_limit(
+    api: Api, client: FlaskClient, app: Flask, db: Database, machine: dict[str, Any]
+) -> None:
+    pxe_boot_until_decision(client, api)
+    flush(app)
+    mid = machine["id"]
+    assert api.get("/boots?stuck=true", expect=200).json["items"] == []
+    (a,) = api.get(f"/machines/{mid}/boots", expect=200).json["items"]
+    assert (a["status"], a["last_stage"], a["stuck_after_s"]) == ("in_progress", "decision", 1800)
+
+    # 31 minutes pass (the default limit is 30).
+    with db.write() as s:
+        for row in [*s.scalars(select(Event)), *s.scalars(select(Boot))]:
+            for col in ("at", "created_at", "expires_at"):
+                if hasattr(row, col):
+                    setattr(row, col, getattr(row, col) - timedelta(minutes=31))
+    (stuck,) = api.get("/boots?stuck=true", expect=200).json["items"]
+    assert stuck["machine_id"] == mid
+    assert (stuck["status"], stuck["last_stage"]) == ("stuck", "decision")
+    assert [s["stage"] for s in stuck["stages"]] == ["lease", "bootstrap", "decision"]
+    assert stuck["summary"] == (
+        "/ipxe decided by assigned: profile installer 31 min ago; "
+        "never fetched its documents or reported completion"
+    )
+
+    # The profile's own limit: an hour, so not stuck yet.
+    profile = api.get("/profiles?limit=10", expect=200).json["items"]
+    pid = next(p["id"] for p in profile if p["name"] == "installer")
+    api.patch(f"/profiles/{pid}", {"stuck_after": 3600}, expect=200)
+    assert api.get("/boots?stuck=true", expect=200).json["items"] == []
+    (a,) = api.get(f"/machines/{mid}/boots", expect=200).json["items"]
+    assert (a["status"], a["stuck_after_s"]) == ("in_progress", 3600)
+
+    # Booting again starts a new attempt: the old one is superseded, the new one in progress.
+    api.patch(f"/profiles/{pid}", {"stuck_after": 60}, expect=200)
+    assert len(api.get("/boots?stuck=true", expect=200).json["items"]) == 1
+    pxe_boot_until_decision(client, api)
+    flush(app)
+    newest, older = api.get(f"/machines/{mid}/boots", expect=200).json["items"]
+    assert (newest["status"], older["status"]) == ("in_progress", "superseded")
+    assert [s["stage"] for s in newest["stages"]] == ["lease", "bootstrap", "decision"]
+    assert api.get("/boots?stuck=true", expect=200).json["items"] == []
+
+
+def test_a_local_boot_is_handed_to_the_disk_and_never_stuck(
+    api: Api, client: FlaskClient, app: Flask, machine: dict[str, Any]
+) -> None:
+    api.patch(f"/machines/{machine['id']}", {"profile": "disk"}, expect=200)
+    client.get("/boot.ipxe?mac=52-54-00-AA-CC-01", environ_overrides={"REMOTE_ADDR": "10.9.9.9"})
+    client.get(ipxe_query(mac=MAC), environ_overrides={"REMOTE_ADDR": IP})
+    flush(app)
+    (a,) = api.get(f"/machines/{machine['id']}/boots?limit=3", expect=200).json["items"]
+    assert (a["status"], a["boot_id"], a["not_attributed"]) == ("local", None, [])
+    # The bootstrap came from another address but named the MAC: it is attributed.
+    assert a["stages"][0]["stage"] == "bootstrap"
+    assert a["stages"][0]["data"]["matched_by"] == "mac"
+
+
+def test_boots_of_an_unknown_machine_is_404_and_reading_needs_a_token(
+    api: Api, reader: Api, client: FlaskClient
+) -> None:
+    api.get("/machines/999/boots", expect=404)
+    reader.get("/boots?stuck=true", expect=200)
+    assert client.get("/api/v1/boots?stuck=true").status_code == 401
+    api.get("/boots?stuck=false", expect=422)
