@@ -495,9 +495,48 @@ def machine_boots(ctx: Ctx, /, host: str, limit: int, as_json: bool) -> None:
         )
         for st in a.stages:
             click.echo(f"  +{st.after_start_s:8.1f} s  {st.stage:<10} {st.detail}")
-        if a.not_attributed:
-            click.echo(f"  (not attributed: {', '.join(a.not_attributed)})")
+        if a.not_seen:
+            click.echo(f"  (no fetch on record: {', '.join(a.not_seen)})")
         click.echo(f"  {a.summary}")
+
+
+@main.group()
+def boots() -> None:
+    """The boot funnel: stuck attempts, and the nginx assets log it attributes."""
+
+
+@boots.command("stuck")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def boots_stuck(ctx: Ctx, /, limit: int, as_json: bool) -> None:
+    """Boot attempts stuck now, and the last stage each reached."""
+    stuck = _run(lambda: funnel.stuck_boots(ctx.db, ctx.settings, limit, utcnow()))
+    if as_json:
+        _emit(stuck, True)
+        return
+    for a in stuck:
+        click.echo(f"machine {a.machine_id} ({a.profile}, boot {a.boot_id}): {a.summary}")
+    click.echo(f"{len(stuck)} stuck")
+
+
+@boots.command("ingest")
+@click.argument("log", type=click.File("r", encoding="utf-8", errors="replace"))
+@pass_ctx
+def boots_ingest(ctx: Ctx, /, log: Any) -> None:
+    """Read nginx's bootbrain_assets JSON log (or - for stdin): each kernel and initrd
+    fetch, attributed to its boot. A line read again is stored once."""
+    fetches, skipped = [], 0
+    for line in log:
+        if not line.strip():
+            continue
+        found = funnel.parse_nginx_line(line)
+        if found is None:
+            skipped += 1
+        else:
+            fetches.append(found)
+    new = _run(lambda: funnel.record_asset_fetches(ctx.db, fetches))
+    click.echo(f"{new} new asset fetch(es), {len(fetches) - new} seen before, {skipped} skipped")
 
 
 @machine.command("delete")

@@ -307,14 +307,14 @@ class Event(Base):
         Index("ix_event_machine_id_id", "machine_id", "id"),
         Index("ix_event_kind_id", "kind", "id"),
         UniqueConstraint("ref"),
-        #: The boot funnel finds a /boot.ipxe fetch by the address it came from; only
-        #: bootstrap events are in this index, so no other write pays for it.
+        #: The boot funnel finds /boot.ipxe and asset fetches by the address they came
+        #: from; only those events are in this index, so no other write pays for it.
         Index(
-            "ix_event_bootstrap_ip_at",
+            "ix_event_fetch_ip_at",
             "ip",
             "at",
-            postgresql_where=text("kind = 'bootstrap'"),
-            sqlite_where=text("kind = 'bootstrap'"),
+            postgresql_where=text("kind IN ('bootstrap', 'asset')"),
+            sqlite_where=text("kind IN ('bootstrap', 'asset')"),
         ),
     )
 

@@ -704,7 +704,9 @@ class StuckQuery(_In):
 
 
 class BootStageOut(BaseModel):
-    stage: str = Field(description="lease, bootstrap, decision, document or completion")
+    stage: str = Field(
+        description="lease, bootstrap, decision, kernel, initrd, asset, document or completion"
+    )
     at: datetime
     after_start_s: float = Field(description="seconds since the attempt's first stage")
     detail: str
@@ -731,8 +733,10 @@ class BootAttemptOut(BaseModel):
     duration_s: float = Field(description="first stage to last stage")
     stuck_after_s: int
     summary: str = Field(description="how far it got, in a sentence")
-    not_attributed: list[str] = Field(
-        default=[], description="stages the funnel cannot see yet (kernel, initrd)"
+    not_seen: list[str] = Field(
+        default=[],
+        description="the profile's kernel or initrd, with no fetch on record (kernel and "
+        "initrd fetches are seen only in an ingested nginx assets log)",
     )
     stages: list[BootStageOut]
 

@@ -11,11 +11,13 @@ Around it, from what bootbrain records anyway:
   address it came from (the lease's and the decision's address), or by a ``mac=`` the
   operator chose to add to the filename;
 * ``decision`` — step, profile and rule;
+* ``kernel``, ``initrd`` (``asset`` for other files) — fetches nginx served by sendfile,
+  from its ``bootbrain_assets`` JSON access log (:func:`parse_nginx_line`, ingested by
+  ``bootbrain boots ingest``), attributed by address between this decision and the
+  next, with bytes and duration; the file name says which it is (the last segment of
+  the profile's ``kernel`` and ``initrds``);
 * ``document`` — each booted-OS document served against the boot's token;
 * ``completion`` — the booted OS's callback.
-
-Kernel and initrd fetches are served by nginx (or wherever ``assets_url`` points) and
-are not attributed yet (README "The boot funnel").
 
 An attempt that has a per-boot record, has not completed, is the machine's latest,
 and has not reached a new stage within its profile's ``stuck_after`` (or the
@@ -24,8 +26,13 @@ and has not reached a new stage within its profile's ``stuck_after`` (or the
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import json
 from collections import defaultdict
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import or_, select
@@ -45,17 +52,114 @@ LOOKBACK: Final = timedelta(minutes=10)
 STUCK_HORIZON: Final = timedelta(days=1)
 #: Leases shown per attempt (the PXE ROM's and iPXE's DHCP, and renewals).
 MAX_LEASES: Final = 4
-#: What the funnel cannot see yet, on every attempt that loads a kernel.
-NOT_ATTRIBUTED: Final = ("kernel", "initrd")
+#: A log of whole seconds ($time_iso8601) may put a fetch up to this long before the
+#: decision that named the file.
+ASSET_SKEW: Final = timedelta(seconds=1)
+#: Asset fetches stored per transaction by :func:`record_asset_fetches`.
+INGEST_CHUNK: Final = 500
 
 _DECISIONS: Final = ("boot", "conflict")
 _AFTER_DECISION: Final = ("metadata", "completion")
 _NEXT: Final = {
     "lease": "never fetched /boot.ipxe",
     "bootstrap": "never asked /ipxe",
-    "decision": "never fetched its documents or reported completion",
+    "decision": "never fetched its kernel, documents or reported completion",
+    "kernel": "never fetched its initrd, documents or reported completion",
+    "initrd": "never fetched its documents or reported completion",
+    "asset": "never fetched its documents or reported completion",
     "document": "never reported completion",
 }
+
+
+@dataclass(frozen=True)
+class AssetFetch:
+    """One request nginx served from the assets directory."""
+
+    ref: str
+    at: datetime  # when the request began
+    ip: str
+    path: str
+    status: int
+    bytes: int
+    duration_s: float
+
+
+def parse_nginx_line(line: str) -> AssetFetch | None:
+    """One line of the ``bootbrain_assets`` log format (README "The boot funnel"); None
+    for anything else. The line's hash is its id, so a log read twice is stored once."""
+    try:
+        doc = json.loads(line)
+        if not isinstance(doc, dict):
+            return None
+        if "msec" in doc:  # $msec: the end of the request, to the millisecond
+            end = datetime.fromtimestamp(float(doc["msec"]), UTC)
+        else:  # $time_iso8601: whole seconds
+            end = datetime.fromisoformat(str(doc["time"]))
+        duration = float(doc.get("request_time") or 0)
+        status = int(doc["status"])
+        sent = int(doc.get("bytes") or 0)
+        ip = str(ipaddress.ip_address(str(doc["ip"])))
+        path = str(doc["uri"]).split("?", 1)[0][:512]
+    except (KeyError, ValueError, TypeError):
+        return None
+    if end.tzinfo is None or not 0 <= duration < 86_400:
+        return None
+    ref = "nginx-" + hashlib.sha256(line.strip().encode()).hexdigest()[:58]
+    return AssetFetch(ref, end - timedelta(seconds=duration), ip, path, status, sent, duration)
+
+
+def record_asset_fetches(db: Database, fetches: Iterable[AssetFetch]) -> int:
+    """Store each fetch once (by its id); how many were new. One ingester at a time:
+    two reading the same log could both find a line new, and one would fail."""
+    pending = list({f.ref: f for f in fetches}.values())
+    new = 0
+    for start in range(0, len(pending), INGEST_CHUNK):
+        chunk = pending[start : start + INGEST_CHUNK]
+        with db.write() as s:
+            known = set(s.scalars(select(Event.ref).where(Event.ref.in_([f.ref for f in chunk]))))
+            rows = [
+                Event(
+                    kind="asset",
+                    at=f.at,
+                    ip=f.ip,
+                    ref=f.ref,
+                    message=f"{f.path} {f.status}: {f.bytes} bytes in {f.duration_s:.3f} s",
+                    data={
+                        "path": f.path,
+                        "status": f.status,
+                        "bytes": f.bytes,
+                        "duration_s": f.duration_s,
+                    },
+                )
+                for f in chunk
+                if f.ref not in known
+            ]
+            s.add_all(rows)
+            new += len(rows)
+    return new
+
+
+def _basename(template: str | None) -> str | None:
+    if not template:
+        return None
+    return template.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or None
+
+
+def _asset_stage(e: Event, kernel: str | None, initrds: set[str]) -> _Stage:
+    data = e.data or {}
+    path = str(data.get("path", ""))
+    name = path.rsplit("/", 1)[-1]
+    stage = "kernel" if name == kernel else "initrd" if name in initrds else "asset"
+    size, took = data.get("bytes", 0), data.get("duration_s", 0.0)
+    return (
+        stage,
+        e.at,
+        f"fetched {path} ({size} bytes in {took:.1f} s, HTTP {data.get('status')})",
+        {k: data.get(k) for k in ("path", "status", "bytes", "duration_s")},
+    )
+
+
+_Stage = tuple[str, datetime, str, dict[str, Any]]
 
 
 def _ago(seconds: float) -> str:
@@ -64,9 +168,6 @@ def _ago(seconds: float) -> str:
     if seconds < 5400:
         return f"{round(seconds / 60)} min ago"
     return f"{seconds / 3600:.1f} h ago"
-
-
-_Stage = tuple[str, datetime, str, dict[str, Any]]
 
 
 def _stage(stage: str, e: Event, detail: str, **data: Any) -> _Stage:
@@ -104,6 +205,7 @@ def _attempts(
     ips = {d.ip for d in decisions if d.ip}
     macs = {d.mac for d in decisions if d.mac}
     bootstraps: list[Event] = []
+    assets: list[Event] = []
     if ips or macs:
         bootstraps = list(
             s.scalars(
@@ -113,6 +215,18 @@ def _attempts(
                     or_(Event.ip.in_(ips), Event.mac.in_(macs)),
                     Event.at >= lo_all,
                     Event.at <= decisions[-1].at,
+                )
+                .order_by(Event.at, Event.id)
+            )
+        )
+    if ips:
+        assets = list(
+            s.scalars(
+                select(Event)
+                .where(
+                    Event.kind == "asset",
+                    Event.ip.in_(ips),
+                    Event.at >= decisions[0].at - ASSET_SKEW,
                 )
                 .order_by(Event.at, Event.id)
             )
@@ -133,9 +247,14 @@ def _attempts(
     boot_ids = [d.data.get("boot_id") for d in decisions if (d.data or {}).get("boot_id")]
     boots = {b.id: b for b in s.scalars(select(Boot).where(Boot.id.in_(boot_ids)))}
     names = {(d.data or {}).get("profile") for d in decisions} - {None}
-    limits = dict(
-        s.execute(select(Profile.name, Profile.stuck_after).where(Profile.name.in_(names))).all()
-    )
+    profiles = {
+        name: (stuck_after, _basename(kernel), {b for b in map(_basename, initrds or []) if b})
+        for name, stuck_after, kernel, initrds in s.execute(
+            select(Profile.name, Profile.stuck_after, Profile.kernel, Profile.initrds).where(
+                Profile.name.in_(names)
+            )
+        )
+    }
 
     out: list[schemas.BootAttemptOut] = []
     for i, d in enumerate(decisions):
@@ -177,6 +296,14 @@ def _attempts(
             )
         )
         boot_id = data.get("boot_id")
+        own_limit, kernel, initrds = profiles.get(profile or "", (None, None, set()))
+        upper = decisions[i + 1].at if i + 1 < len(decisions) else None
+        if boot_id:
+            stages += [
+                _asset_stage(e, kernel, initrds)
+                for e in assets
+                if e.ip == d.ip and d.at - ASSET_SKEW <= e.at and (upper is None or e.at < upper)
+            ]
         completed = False
         for e in later.get(boot_id, []) if boot_id else []:
             if e.kind == "metadata":
@@ -190,7 +317,10 @@ def _attempts(
             completed = True
         stages.sort(key=lambda st: st[1])
         start, (last, last_at, last_detail, _) = stages[0][1], stages[-1]
-        stuck_after = (limits.get(profile) if profile else None) or settings.boot_stuck_after
+        stuck_after = own_limit or settings.boot_stuck_after
+        seen = {st[0] for st in stages}
+        expected = [("kernel", kernel is not None), ("initrd", bool(initrds))]
+        not_seen = [k for k, wanted in expected if boot_id and wanted and k not in seen]
         if step in ("conflict", "error"):
             status = "failed"
         elif boot_id is None:
@@ -224,7 +354,7 @@ def _attempts(
                 duration_s=round((last_at - start).total_seconds(), 3),
                 stuck_after_s=stuck_after,
                 summary=summary,
-                not_attributed=list(NOT_ATTRIBUTED) if boot_id else [],
+                not_seen=not_seen,
                 stages=[
                     schemas.BootStageOut(
                         stage=name,

@@ -1,4 +1,5 @@
-"""The boot funnel: a per-profile stuck limit, and bootstrap fetches found by address
+"""The boot funnel: a per-profile stuck limit, and bootstrap and asset fetches found by
+address
 
 Revision ID: 0008a
 Revises: 0005
@@ -22,15 +23,15 @@ def upgrade() -> None:
     with op.batch_alter_table("profile") as batch:
         batch.add_column(sa.Column("stuck_after", sa.Integer(), nullable=True))
     op.create_index(
-        "ix_event_bootstrap_ip_at",
+        "ix_event_fetch_ip_at",
         "event",
         ["ip", "at"],
-        postgresql_where=sa.text("kind = 'bootstrap'"),
-        sqlite_where=sa.text("kind = 'bootstrap'"),
+        postgresql_where=sa.text("kind IN ('bootstrap', 'asset')"),
+        sqlite_where=sa.text("kind IN ('bootstrap', 'asset')"),
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_event_bootstrap_ip_at", table_name="event")
+    op.drop_index("ix_event_fetch_ip_at", table_name="event")
     with op.batch_alter_table("profile") as batch:
         batch.drop_column("stuck_after")

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from bootbrain.db import Database
+from bootbrain.inventory import funnel
 from bootbrain.models import Boot, Event, utcnow
 from tests.api.test_boot import ipxe_query
 from tests.conftest import Api, add_rack1
@@ -38,6 +39,21 @@ def lease(ip: str = IP, mac: str = MAC, ago: float = 0.0, action: str = "add") -
         "arch": 7,
         "at": (utcnow() - timedelta(seconds=ago)).isoformat(),
     }
+
+
+def nginx_line(path: str, ip: str = IP, size: int = 0, took: float = 0.0, ago: float = 0.0) -> str:
+    """A line of the ``bootbrain_assets`` log format, as nginx writes it at the end of a
+    request that began ``ago`` seconds ago and took ``took``."""
+    end = (utcnow() + timedelta(seconds=took - ago)).timestamp()
+    return (
+        f'{{"msec":"{end:.3f}","ip":"{ip}","uri":"{path}","status":"200",'
+        f'"bytes":"{size}","request_time":"{took:.3f}"}}'
+    )
+
+
+def ingest(db: Database, *lines: str) -> int:
+    fetches = [funnel.parse_nginx_line(line) for line in lines]
+    return funnel.record_asset_fetches(db, [f for f in fetches if f is not None])
 
 
 def script_setting(script: str, name: str) -> str:
@@ -94,11 +110,20 @@ def pxe_boot_until_decision(client: FlaskClient, api: Api, lease_ago: float = 0.
 
 
 def test_a_boot_through_every_stage_is_one_attempt_with_every_stage(
-    api: Api, client: FlaskClient, app: Flask, machine: dict[str, Any]
+    api: Api, client: FlaskClient, app: Flask, db: Database, machine: dict[str, Any]
 ) -> None:
     # Another machine's bootstrap fetch at the same moment is not this boot's.
     client.get("/boot.ipxe", environ_overrides={"REMOTE_ADDR": OTHER_IP})
     script = pxe_boot_until_decision(client, api, lease_ago=20)
+    # nginx serves the kernel and initrd; its log is ingested (a second time: no change).
+    log = [
+        nginx_line("/assets/vmlinuz", size=8_000_000, took=0.0),
+        nginx_line("/assets/initrd.img", size=30_000_000, took=0.0),
+        nginx_line("/assets/vmlinuz", ip=OTHER_IP, size=8_000_000),
+        "not json",
+    ]
+    assert ingest(db, *log) == 3
+    assert ingest(db, *log) == 0
     base = script_setting(script, "IPXE_BOOT_METADATA_URL").removeprefix("http://bootbrain.test")
     env = {"REMOTE_ADDR": IP}
     for name in ("meta-data", "user-data"):
@@ -116,6 +141,8 @@ def test_a_boot_through_every_stage_is_one_attempt_with_every_stage(
         "lease",
         "bootstrap",
         "decision",
+        "kernel",
+        "initrd",
         "document",
         "document",
         "completion",
@@ -124,13 +151,23 @@ def test_a_boot_through_every_stage_is_one_attempt_with_every_stage(
     assert a["boot_id"] == boot_id
     assert (a["step"], a["profile"], a["mac"], a["ip"]) == ("assigned", "installer", MAC, IP)
     assert a["stages"][1]["data"] == {"ip": IP, "matched_by": "ip"}
-    assert [s["data"].get("document") for s in a["stages"][3:5]] == ["meta-data", "user-data"]
-    assert a["not_attributed"] == ["kernel", "initrd"]
+    assert a["stages"][3]["data"] == {
+        "path": "/assets/vmlinuz",
+        "status": 200,
+        "bytes": 8_000_000,
+        "duration_s": 0.0,
+    }
+    assert a["stages"][4]["data"]["bytes"] == 30_000_000
+    assert [s["data"].get("document") for s in a["stages"][5:7]] == ["meta-data", "user-data"]
+    assert a["not_seen"] == []
     # Timings: the lease came 20 s before the bootstrap, everything else within seconds.
     offsets = [s["after_start_s"] for s in a["stages"]]
     assert offsets[0] == 0 and offsets == sorted(offsets)
     assert 19 <= offsets[1] <= 25, offsets
     assert offsets[-1] - offsets[1] < 10, offsets
+    # nginx logs whole seconds: a fetch's start is at most a second before the decision.
+    for stage in a["stages"][3:5]:
+        assert stage["after_start_s"] >= offsets[2] - 1
     assert a["duration_s"] == offsets[-1]
     assert a["last_stage"] == "completion"
     assert api.get("/boots?stuck=true", expect=200).json["items"] == []
@@ -158,8 +195,9 @@ def test_a_boot_that_stops_after_the_decision_is_stuck_after_its_limit(
     assert [s["stage"] for s in stuck["stages"]] == ["lease", "bootstrap", "decision"]
     assert stuck["summary"] == (
         "/ipxe decided by assigned: profile installer 31 min ago; "
-        "never fetched its documents or reported completion"
+        "never fetched its kernel, documents or reported completion"
     )
+    assert stuck["not_seen"] == ["kernel", "initrd"]
 
     # The profile's own limit: an hour, so not stuck yet.
     profile = api.get("/profiles?limit=10", expect=200).json["items"]
@@ -188,7 +226,7 @@ def test_a_local_boot_is_handed_to_the_disk_and_never_stuck(
     client.get(ipxe_query(mac=MAC), environ_overrides={"REMOTE_ADDR": IP})
     flush(app)
     (a,) = api.get(f"/machines/{machine['id']}/boots?limit=3", expect=200).json["items"]
-    assert (a["status"], a["boot_id"], a["not_attributed"]) == ("local", None, [])
+    assert (a["status"], a["boot_id"], a["not_seen"]) == ("local", None, [])
     # The bootstrap came from another address but named the MAC: it is attributed.
     assert a["stages"][0]["stage"] == "bootstrap"
     assert a["stages"][0]["data"]["matched_by"] == "mac"
@@ -201,3 +239,21 @@ def test_boots_of_an_unknown_machine_is_404_and_reading_needs_a_token(
     reader.get("/boots?stuck=true", expect=200)
     assert client.get("/api/v1/boots?stuck=true").status_code == 401
     api.get("/boots?stuck=false", expect=422)
+
+
+def test_a_boot_that_stops_after_the_kernel_says_so(
+    api: Api, client: FlaskClient, app: Flask, db: Database, machine: dict[str, Any]
+) -> None:
+    pxe_boot_until_decision(client, api)
+    ingest(db, nginx_line("/assets/vmlinuz", size=8_000_000, took=2.5))
+    with db.write() as s:
+        for row in [*s.scalars(select(Event)), *s.scalars(select(Boot))]:
+            for col in ("at", "created_at", "expires_at"):
+                if hasattr(row, col):
+                    setattr(row, col, getattr(row, col) - timedelta(minutes=40))
+    (stuck,) = api.get("/boots?stuck=true", expect=200).json["items"]
+    assert (stuck["last_stage"], stuck["not_seen"]) == ("kernel", ["initrd"])
+    assert stuck["summary"] == (
+        "fetched /assets/vmlinuz (8000000 bytes in 2.5 s, HTTP 200) 40 min ago; "
+        "never fetched its initrd, documents or reported completion"
+    )
