@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +14,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from bootbrain.app import create_app
 from bootbrain.db import Database
 from bootbrain.inventory import funnel
 from bootbrain.models import Boot, Event, utcnow
 from tests.api.test_boot import ipxe_query
-from tests.conftest import Api, add_rack1
+from tests.conftest import Api, add_rack1, make_settings, make_token
 
 MAC = "52:54:00:aa:cc:01"
 IP = "10.200.0.50"
@@ -257,3 +259,24 @@ def test_a_boot_that_stops_after_the_kernel_says_so(
         "fetched /assets/vmlinuz (8000000 bytes in 2.5 s, HTTP 200) 40 min ago; "
         "never fetched its initrd, documents or reported completion"
     )
+
+
+def test_behind_nginx_the_machine_address_comes_from_x_forwarded_for(
+    db_url: str, tmp_path: Path
+) -> None:
+    app = create_app(make_settings(db_url, tmp_path, trusted_proxies=1))
+    app.testing = True
+    try:
+        client = app.test_client()
+        api = Api(client, make_token(app, "admin", "write"))
+        mid = api.post("/machines", {"nics": [{"mac": MAC}]}, expect=201).json["id"]
+        nginx = {"REMOTE_ADDR": "127.0.0.1"}
+        for path in ("/boot.ipxe", ipxe_query(mac=MAC)):
+            client.get(path, environ_overrides=nginx, headers={"X-Forwarded-For": IP})
+        flush(app)
+        (a,) = api.get(f"/machines/{mid}/boots", expect=200).json["items"]
+        assert a["ip"] == IP
+        assert [s["stage"] for s in a["stages"]] == ["bootstrap", "decision"]
+    finally:
+        app.extensions["bootbrain"].events.close()
+        app.extensions["bootbrain"].db.dispose()
