@@ -35,16 +35,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import or_, select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from bootbrain import schemas
 from bootbrain.config import Settings
 from bootbrain.db import Database
 from bootbrain.errors import NotFoundError
-from bootbrain.models import Boot, Event, Machine, Profile
+from bootbrain.models import BOOTSTRAP_MAC_SQL, FETCH_KINDS_SQL, Boot, Event, Machine, Profile
 
-from .base import get_by_id
+from .base import MAX_ID
 
 #: A lease or bootstrap fetch this long before a decision belongs to its attempt.
 LOOKBACK: Final = timedelta(minutes=10)
@@ -204,33 +204,32 @@ def _attempts(
     )
     ips = {d.ip for d in decisions if d.ip}
     macs = {d.mac for d in decisions if d.mac}
-    bootstraps: list[Event] = []
-    assets: list[Event] = []
-    if ips or macs:
-        bootstraps = list(
-            s.scalars(
-                select(Event)
-                .where(
-                    Event.kind == "bootstrap",
-                    or_(Event.ip.in_(ips), Event.mac.in_(macs)),
-                    Event.at >= lo_all,
-                    Event.at <= decisions[-1].at,
-                )
-                .order_by(Event.at, Event.id)
-            )
-        )
+    # Each WHERE repeats its partial index's condition (models.FETCH_KINDS_SQL, …).
+    fetches: list[Event] = []
     if ips:
-        assets = list(
+        fetches = list(
             s.scalars(
                 select(Event)
                 .where(
-                    Event.kind == "asset",
+                    text(FETCH_KINDS_SQL),
                     Event.ip.in_(ips),
-                    Event.at >= decisions[0].at - ASSET_SKEW,
+                    Event.at >= min(lo_all, decisions[0].at - ASSET_SKEW),
                 )
                 .order_by(Event.at, Event.id)
             )
         )
+    if macs:
+        fetches += s.scalars(
+            select(Event).where(
+                text(BOOTSTRAP_MAC_SQL),
+                Event.mac.in_(macs),
+                Event.at >= lo_all,
+                Event.at <= decisions[-1].at,
+            )
+        )
+    unique = {e.id: e for e in fetches}.values()
+    bootstraps = sorted((e for e in unique if e.kind == "bootstrap"), key=lambda e: (e.at, e.id))
+    assets = sorted((e for e in unique if e.kind == "asset"), key=lambda e: (e.at, e.id))
     later: dict[str, list[Event]] = defaultdict(list)
     for e in s.scalars(
         select(Event)
@@ -377,7 +376,9 @@ def machine_boots(
     """The machine's last ``limit`` boot attempts, newest first, each with its stages.
     Raises NotFoundError for an unknown machine."""
     with db.read() as s:
-        get_by_id(s, Machine, machine_id)
+        found = s.scalar(select(Machine.id).where(Machine.id == machine_id))
+        if not 0 < machine_id <= MAX_ID or found is None:
+            raise NotFoundError("machine", machine_id)
         return _attempts(s, settings, machine_id, limit, now)
 
 
@@ -405,9 +406,7 @@ def stuck_boots(
             if machine_id is None or machine_id in seen:
                 continue
             seen.add(machine_id)
-            try:
-                get_by_id(s, Machine, machine_id)
-            except NotFoundError:
+            if s.scalar(select(Machine.id).where(Machine.id == machine_id)) is None:
                 continue
             latest = _attempts(s, settings, machine_id, 1, now)
             if latest and latest[0].status == "stuck":

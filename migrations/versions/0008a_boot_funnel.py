@@ -29,9 +29,17 @@ def upgrade() -> None:
         postgresql_where=sa.text("kind IN ('bootstrap', 'asset')"),
         sqlite_where=sa.text("kind IN ('bootstrap', 'asset')"),
     )
+    op.create_index(
+        "ix_event_bootstrap_mac_at",
+        "event",
+        ["mac", "at"],
+        postgresql_where=sa.text("kind = 'bootstrap' AND mac IS NOT NULL"),
+        sqlite_where=sa.text("kind = 'bootstrap' AND mac IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_event_bootstrap_mac_at", table_name="event")
     op.drop_index("ix_event_fetch_ip_at", table_name="event")
     with op.batch_alter_table("profile") as batch:
         batch.drop_column("stuck_after")
