@@ -13,9 +13,9 @@ Around it, from what bootbrain records anyway:
 * ``decision`` — step, profile and rule;
 * ``kernel``, ``initrd`` (``asset`` for other files) — fetches nginx served by sendfile,
   from its ``bootbrain_assets`` JSON access log (:func:`parse_nginx_line`, ingested by
-  ``bootbrain boots ingest``), attributed by address between this decision and the
-  next, with bytes and duration; the file name says which it is (the last segment of
-  the profile's ``kernel`` and ``initrds``);
+  ``bootbrain boots ingest``), attributed by address in the :data:`LOOKBACK` after
+  the decision (and before the next), with bytes and duration; the file name says
+  which it is (the last segment of the profile's ``kernel`` and ``initrds``);
 * ``document`` — each booted-OS document served against the boot's token;
 * ``completion`` — the booted OS's callback.
 
@@ -46,7 +46,8 @@ from bootbrain.models import BOOTSTRAP_MAC_SQL, FETCH_KINDS_SQL, Boot, Event, Ma
 
 from .base import MAX_ID
 
-#: A lease or bootstrap fetch this long before a decision belongs to its attempt.
+#: A lease or bootstrap fetch this long before a decision belongs to its attempt, and
+#: a kernel or initrd fetch this long after it.
 LOOKBACK: Final = timedelta(minutes=10)
 #: ``GET /boots?stuck=true`` looks at attempts whose token expired at most this long ago.
 STUCK_HORIZON: Final = timedelta(days=1)
@@ -214,6 +215,7 @@ def _attempts(
                     text(FETCH_KINDS_SQL),
                     Event.ip.in_(ips),
                     Event.at >= min(lo_all, decisions[0].at - ASSET_SKEW),
+                    Event.at <= decisions[-1].at + LOOKBACK,
                 )
                 .order_by(Event.at, Event.id)
             )
@@ -296,12 +298,16 @@ def _attempts(
         )
         boot_id = data.get("boot_id")
         own_limit, kernel, initrds = profiles.get(profile or "", (None, None, set()))
-        upper = decisions[i + 1].at if i + 1 < len(decisions) else None
+        # An address may pass to another machine later: a fetch is this attempt's only
+        # in the LOOKBACK after its decision (and before the next one).
+        upper = d.at + LOOKBACK
+        if i + 1 < len(decisions):
+            upper = min(upper, decisions[i + 1].at)
         if boot_id:
             stages += [
                 _asset_stage(e, kernel, initrds)
                 for e in assets
-                if e.ip == d.ip and d.at - ASSET_SKEW <= e.at and (upper is None or e.at < upper)
+                if e.ip == d.ip and d.at - ASSET_SKEW <= e.at < upper
             ]
         completed = False
         for e in later.get(boot_id, []) if boot_id else []:
