@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bootbrain import api, ops, services
 from bootbrain.config import Settings, load_settings
@@ -38,4 +39,10 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     machine_routes.init_app(app, built)
     ops.init_app(app)
     api.init_app(app, script_fallback=machine_errors.for_request)
+    if settings.trusted_proxies:
+        # Outermost, so the /ipxe fast path sees the machine's address too: events,
+        # last-seen and the boot funnel's attribution by address depend on it.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies
+        )
     return app

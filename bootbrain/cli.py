@@ -36,7 +36,7 @@ from bootbrain.errors import (
 from bootbrain.integrations import commands as integration_commands
 from bootbrain.integrations import reconcile as reconciler
 from bootbrain.integrations.sync import replay_spools
-from bootbrain.inventory import transfer
+from bootbrain.inventory import funnel, transfer
 from bootbrain.machine import documents, flow
 from bootbrain.models import utcnow
 from bootbrain.security import private_dir
@@ -531,6 +531,83 @@ def machine_show(ctx: Ctx, /, machine_id: int) -> None:
     """Show one machine (JSON)."""
     m = _run(lambda: inventory.get_machine(ctx.db, machine_id))
     _emit(schemas.MachineOut.of(m, reveal=True), True)
+
+
+def _machine_id(ctx: Ctx, host: str) -> int:
+    """A machine by id, or by hostname."""
+    if host.isdigit():
+        return int(host)
+    q = _run(lambda: schemas.MachineQuery(hostname=host, limit=1))
+    rows, _ = inventory.list_machines(ctx.db, q)
+    if not rows:
+        fail(f"no machine with hostname {host!r}", 2)
+    machine_id: int = rows[0].id
+    return machine_id
+
+
+@machine.command("boots")
+@click.argument("host")
+@click.option("--limit", type=click.IntRange(1, 100), default=5, help="the last N attempts")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def machine_boots(ctx: Ctx, /, host: str, limit: int, as_json: bool) -> None:
+    """The machine's last boot attempts (HOST: hostname or id), each stage with its time."""
+    machine_id = _machine_id(ctx, host)
+    attempts = _run(lambda: funnel.machine_boots(ctx.db, ctx.settings, machine_id, limit, utcnow()))
+    if as_json:
+        _emit(attempts, True)
+        return
+    if not attempts:
+        click.echo(f"machine {machine_id} has no recorded boot attempts")
+    for a in attempts:
+        click.echo(
+            f"{a.started_at:%Y-%m-%d %H:%M:%S}Z  {a.status:<11} {a.profile or '-'} "
+            f"({a.step})  boot {a.boot_id or '-'}  {a.duration_s:.1f} s"
+        )
+        for st in a.stages:
+            click.echo(f"  +{st.after_start_s:8.1f} s  {st.stage:<10} {st.detail}")
+        if a.not_seen:
+            click.echo(f"  (no fetch on record: {', '.join(a.not_seen)})")
+        click.echo(f"  {a.summary}")
+
+
+@main.group()
+def boots() -> None:
+    """The boot funnel: stuck attempts, and the nginx assets log it attributes."""
+
+
+@boots.command("stuck")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def boots_stuck(ctx: Ctx, /, limit: int, as_json: bool) -> None:
+    """Boot attempts stuck now, and the last stage each reached."""
+    stuck = _run(lambda: funnel.stuck_boots(ctx.db, ctx.settings, limit, utcnow()))
+    if as_json:
+        _emit(stuck, True)
+        return
+    for a in stuck:
+        click.echo(f"machine {a.machine_id} ({a.profile}, boot {a.boot_id}): {a.summary}")
+    click.echo(f"{len(stuck)} stuck")
+
+
+@boots.command("ingest")
+@click.argument("log", type=click.File("r", encoding="utf-8", errors="replace"))
+@pass_ctx
+def boots_ingest(ctx: Ctx, /, log: Any) -> None:
+    """Read nginx's bootbrain_assets JSON log (or - for stdin): each kernel and initrd
+    fetch, attributed to its boot. A line read again is stored once."""
+    fetches, skipped = [], 0
+    for line in log:
+        if not line.strip():
+            continue
+        found = funnel.parse_nginx_line(line)
+        if found is None:
+            skipped += 1
+        else:
+            fetches.append(found)
+    new = _run(lambda: funnel.record_asset_fetches(ctx.db, fetches))
+    click.echo(f"{new} new asset fetch(es), {len(fetches) - new} seen before, {skipped} skipped")
 
 
 @machine.command("delete")

@@ -141,6 +141,13 @@ class Settings(BaseModel):
 
     boot_token_ttl: int = Field(default=3600, gt=0)
     next_boot_default_ttl: int = Field(default=86_400, gt=0)
+    #: Seconds a boot attempt may go without reaching its next stage before the boot
+    #: funnel flags it stuck, for profiles that set no ``stuck_after`` of their own.
+    boot_stuck_after: int = Field(default=1800, ge=60)
+    #: Proxies in front of bootbrain that set X-Forwarded-For (nginx: 1). Their count
+    #: decides which address is the machine's: 0 trusts no header, so a machine
+    #: cannot claim another's address.
+    trusted_proxies: int = Field(default=0, ge=0, le=5)
     #: Bootstrap behaviour when the brain does not answer.
     bootstrap_retries: int = Field(default=6, ge=1, le=50)
     bootstrap_backoff: int = Field(default=2, ge=1, le=60)

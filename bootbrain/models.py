@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Dialect
@@ -119,6 +120,9 @@ class Profile(Base):
     menu: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: State a machine moves to when a boot of this profile reports completion.
     complete_state: Mapped[str | None] = mapped_column(String(16))
+    #: Seconds a boot of this profile may go without reaching its next stage before
+    #: the boot funnel calls it stuck (None: the ``boot_stuck_after`` setting).
+    stuck_after: Mapped[int | None] = mapped_column(Integer)
     # configuration of the booted OS (bootbrain.boot.documents; machines override)
     tags: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
     ssh_keys: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
@@ -296,6 +300,12 @@ class Boot(Base):
     completed_at: Mapped[datetime | None] = mapped_column()
 
 
+#: The conditions of the boot funnel's partial indexes on ``event`` (their queries
+#: repeat them: :mod:`bootbrain.inventory.funnel`).
+FETCH_KINDS_SQL = "kind IN ('bootstrap', 'asset')"
+BOOTSTRAP_MAC_SQL = "kind = 'bootstrap' AND mac IS NOT NULL"
+
+
 class Event(Base):
     """Append-only log of boots, decisions, DHCP leases and operator changes."""
 
@@ -304,6 +314,24 @@ class Event(Base):
         Index("ix_event_machine_id_id", "machine_id", "id"),
         Index("ix_event_kind_id", "kind", "id"),
         UniqueConstraint("ref"),
+        #: The boot funnel finds /boot.ipxe and asset fetches by the address they came
+        #: from, and a bootstrap that named its MAC by the MAC; only those events are in
+        #: these indexes, so no other write pays for them. A query uses one only if its
+        #: WHERE repeats the index's condition word for word (SQLite).
+        Index(
+            "ix_event_fetch_ip_at",
+            "ip",
+            "at",
+            postgresql_where=text(FETCH_KINDS_SQL),
+            sqlite_where=text(FETCH_KINDS_SQL),
+        ),
+        Index(
+            "ix_event_bootstrap_mac_at",
+            "mac",
+            "at",
+            postgresql_where=text(BOOTSTRAP_MAC_SQL),
+            sqlite_where=text(BOOTSTRAP_MAC_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(

@@ -436,6 +436,13 @@ class ProfileFields(_In):
     local_method: LocalMethod | None = None
     menu: MenuIn | None = None
     complete_state: State | None = None
+    stuck_after: int | None = Field(
+        default=None,
+        ge=60,
+        le=7 * 86_400,
+        description="seconds a boot may go without reaching its next stage before it is "
+        "flagged stuck (default: the boot_stuck_after setting)",
+    )
     tags: Annotated[list[Tag], Field(max_length=64)] = Field(
         default=[], description="tags the booted OS sees, with the machine's"
     )
@@ -474,6 +481,7 @@ class ProfileOut(BaseModel):
     local_method: str | None
     menu: dict[str, Any] | None
     complete_state: str | None
+    stuck_after: int | None = None
     tags: list[str]
     ssh_keys: list[str]
     metadata: dict[str, Any]
@@ -502,6 +510,7 @@ class ProfileOut(BaseModel):
             local_method=p.local_method,
             menu=p.menu,
             complete_state=p.complete_state,
+            stuck_after=p.stuck_after,
             tags=list(p.tags),
             ssh_keys=list(p.ssh_keys),
             metadata=dict(p.meta),
@@ -683,6 +692,57 @@ class EventQuery(PageQuery):
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z_.]{1,32}$")] | None = None
     mac: Mac | None = None
     since: datetime | None = None
+
+
+class BootsQuery(_In):
+    limit: int = Field(default=10, ge=1, le=100, description="the last N boot attempts")
+
+
+class StuckQuery(_In):
+    stuck: bool = Field(default=True, description="only attempts flagged stuck (the one filter)")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class BootStageOut(BaseModel):
+    stage: str = Field(
+        description="lease, bootstrap, decision, kernel, initrd, asset, document or completion"
+    )
+    at: datetime
+    after_start_s: float = Field(description="seconds since the attempt's first stage")
+    detail: str
+    data: dict[str, Any] = {}
+
+
+class BootAttemptOut(BaseModel):
+    machine_id: int
+    boot_id: str | None = Field(description="the per-boot record (none for a local boot)")
+    mac: str | None
+    ip: str | None
+    step: str
+    profile: str | None
+    rule: str | None
+    reason: str
+    status: str = Field(
+        description="complete, local (handed to the disk), failed (conflict or error), "
+        "in_progress, stuck, or superseded (a later attempt began)"
+    )
+    started_at: datetime
+    decided_at: datetime
+    last_stage: str
+    last_stage_at: datetime
+    duration_s: float = Field(description="first stage to last stage")
+    stuck_after_s: int
+    summary: str = Field(description="how far it got, in a sentence")
+    not_seen: list[str] = Field(
+        default=[],
+        description="the profile's kernel or initrd, with no fetch on record (kernel and "
+        "initrd fetches are seen only in an ingested nginx assets log)",
+    )
+    stages: list[BootStageOut]
+
+
+class BootAttemptPage(BaseModel):
+    items: list[BootAttemptOut]
 
 
 class MachinePage(BaseModel):

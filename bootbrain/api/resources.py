@@ -17,8 +17,10 @@ from spectree import Response as Resp
 
 from bootbrain import inventory, schemas
 from bootbrain.db import Database
-from bootbrain.inventory import leases
+from bootbrain.errors import FieldError
+from bootbrain.inventory import funnel, leases
 from bootbrain.machine import documents, flow
+from bootbrain.models import utcnow
 from bootbrain.schemas import Problem
 
 from .common import actor, etag, if_match, may_reveal, services, spec
@@ -297,6 +299,33 @@ def _routes() -> Routes:
                 may_reveal(),
             )
         )
+
+    @bp.get("/machines/<int:item_id>/boots")
+    @spec.validate(
+        query=schemas.BootsQuery,
+        resp=Resp(HTTP_200=schemas.BootAttemptPage, **_errors(404)),
+        tags=["machines"],
+    )
+    def machine_boots(item_id: int) -> Response:
+        """The machine's last boot attempts, newest first, each stage with its time"""
+        q: schemas.BootsQuery = _body_query()
+        items = funnel.machine_boots(_db(), services().settings, item_id, q.limit, utcnow())
+        return _json(schemas.BootAttemptPage(items=items))
+
+    @bp.get("/boots")
+    @spec.validate(
+        query=schemas.StuckQuery,
+        resp=Resp(HTTP_200=schemas.BootAttemptPage, **_errors()),
+        tags=["machines"],
+    )
+    def list_boots() -> Response:
+        """Boot attempts that are stuck (started, not completed, no new stage within
+        their profile's stuck_after), with the last stage each reached"""
+        q: schemas.StuckQuery = _body_query()
+        if not q.stuck:
+            raise FieldError("stuck", "only stuck=true is supported; see /machines/{id}/boots")
+        items = funnel.stuck_boots(_db(), services().settings, q.limit, utcnow())
+        return _json(schemas.BootAttemptPage(items=items))
 
     @bp.post("/tokens")
     @spec.validate(

@@ -21,11 +21,12 @@ from typing import Any, BinaryIO
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.wsgi import get_host, wrap_file
 
-from bootbrain import inventory
+from bootbrain import identity, inventory
 from bootbrain.boot.documents import JSON_DOCUMENT, NOCLOUD_FILES
 from bootbrain.boot.render import render_bootstrap
-from bootbrain.errors import BootTokenError, DocumentRenderError, ForbiddenError
+from bootbrain.errors import BootTokenError, DocumentRenderError, ForbiddenError, IdentityError
 from bootbrain.metrics import metrics
+from bootbrain.models import utcnow
 from bootbrain.services import Services
 from bootbrain.vocabulary import BOOTFILE_RE
 
@@ -61,8 +62,25 @@ def _base_url() -> str:
 
 @bp.get("/boot.ipxe")
 def bootstrap() -> Response:
-    """The constant bootstrap DHCP hands to iPXE."""
-    s = _services().settings
+    """The constant bootstrap DHCP hands to iPXE. Each fetch is recorded for the boot
+    funnel (off the request path), by the address it came from and, when the DHCP
+    filename carries one, the MAC (``?mac=``)."""
+    services = _services()
+    s = services.settings
+    try:
+        mac = identity.canonical_mac(request.args.get("mac", "")[:64]) or None
+    except IdentityError:
+        mac = None
+    services.events.event(
+        {
+            "at": utcnow(),
+            "kind": "bootstrap",
+            "mac": mac,
+            "ip": request.remote_addr,
+            "message": f"/boot.ipxe fetched by {request.remote_addr}",
+            "data": {"user_agent": (request.user_agent.string or "")[:200]},
+        }
+    )
     return ipxe_response(
         render_bootstrap(_base_url(), s.bootstrap_retries, s.bootstrap_backoff, _rng)
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -256,3 +257,41 @@ def test_a_missing_machine_is_named(site: Cli, args: list[str]) -> None:
 
 def test_an_id_that_is_not_a_number_is_a_usage_error(site: Cli) -> None:
     assert "'one' is not a valid integer" in site.fails("machine", "show", "one")
+
+
+def test_boots_shows_each_attempt_and_its_stages(site: Cli) -> None:
+    from tests.api.test_boot import ipxe_query
+    from tests.cli.test_dhcp import api_of
+
+    m = add(site, "--hostname", "node-b", "--mac", "52:54:00:00:b0:01", "--profile", "installer")
+    assert "has no recorded boot attempts" in site.run("machine", "boots", "node-b").stdout
+    with api_of(site) as api:
+        env = {"REMOTE_ADDR": "10.20.0.31"}
+        assert api.client.get("/boot.ipxe", environ_overrides=env).status_code == 200
+        resp = api.client.get(ipxe_query(uuid="", mac="52:54:00:00:b0:01"), environ_overrides=env)
+        assert resp.status_code == 200
+        api.client.application.extensions["bootbrain"].events.flush()
+    out = site.run("machine", "boots", "node-b").stdout
+    lines = out.splitlines()
+    assert " in_progress installer (assigned)" in lines[0], out
+    assert lines[1].split()[3:] == ["bootstrap", "fetched", "/boot.ipxe", "from", "10.20.0.31"]
+    assert lines[2].split()[3:] == ["decision", "/ipxe", "decided", "by", "assigned:", "profile",
+                                    "installer"]  # fmt: skip
+    assert lines[3] == "  (no fetch on record: kernel, initrd)"
+    assert "never fetched its kernel, documents or reported completion" in lines[4]
+    # nginx's assets log, ingested twice: the kernel fetch is stored once.
+    log = site.home / "assets.log"
+    log.write_text(
+        '{"msec":"%.3f","ip":"10.20.0.31","uri":"/assets/vmlinuz","status":"200",'
+        '"bytes":"8000000","request_time":"1.250"}\nnot json\n' % (time.time() + 1.25)
+    )
+    out = site.run("boots", "ingest", str(log)).stdout
+    assert out == "1 new asset fetch(es), 0 seen before, 1 skipped\n"
+    out = site.run("boots", "ingest", str(log)).stdout
+    assert out == "0 new asset fetch(es), 1 seen before, 1 skipped\n"
+    (attempt,) = site.json("machine", "boots", str(m["id"]), "--json")
+    assert [s["stage"] for s in attempt["stages"]] == ["bootstrap", "decision", "kernel"]
+    assert attempt["stages"][2]["data"]["bytes"] == 8_000_000
+    assert attempt["not_seen"] == ["initrd"]
+    assert site.run("boots", "stuck").stdout == "0 stuck\n"
+    assert "no machine with hostname 'nope'" in site.fails("machine", "boots", "nope")
