@@ -56,6 +56,8 @@ SIDEWAYS: dict[str, tuple[str, ...]] = {
     "machine.flow": ("inventory", "machine.events"),
     "machine.documents": ("inventory", "machine.flow", "machine.events"),
     "machine.events": ("inventory",),
+    # readiness reports on the others: the reconciler's status, the writer's health
+    "readiness": ("inventory", "integrations.reconcile", "machine.events"),
     # transport: the composition root assembles the others
     "app": ("api", "ops", "machine.routes", "machine.errors"),
     "machine.routes": ("machine.errors",),
