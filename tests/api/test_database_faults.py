@@ -261,6 +261,7 @@ def test_healthz_names_a_corrupt_database(sqlite_url: str, tmp_path: Path) -> No
         failing = _failing(_healthz(served))
         assert failing == ["database"], _healthz(served).json()
         assert "not a database" in _healthz(served).json()["checks"]["database"]
+        assert _valid_script(served.ipxe())
 
 
 def test_healthz_names_a_missing_schema(sqlite_url: str, tmp_path: Path) -> None:
@@ -268,6 +269,7 @@ def test_healthz_names_a_missing_schema(sqlite_url: str, tmp_path: Path) -> None
         with sqlite3.connect(_sqlite_file(sqlite_url)) as conn:
             conn.execute("DROP TABLE alembic_version")
         assert _failing(_healthz(served)) == ["schema"]
+        assert "no schema" in _healthz(served).json()["checks"]["schema"]
 
 
 def test_healthz_names_a_schema_this_bootbrain_does_not_serve(
@@ -328,3 +330,18 @@ def test_drill_sqlite_locked_beyond_the_busy_timeout_during_a_boot_stream(
         assert writes and {w.status_code for w in writes} == {503}
         assert all("Retry-After" in w.headers for w in writes)
         assert _healthz(served).status_code == 200  # busy is not broken
+
+
+def test_a_short_wait_does_not_stay_on_the_pooled_connection(sqlite_url: str) -> None:
+    """The API's 3 s wait is for its own transactions: the connection it used goes
+    back to the pool with SQLite's 30 s busy timeout, for the CLI and the event
+    writer, which wait out a passing lock rather than fail."""
+    db = Database(sqlite_url)
+    try:
+        with storage.short_lock_waits(), db.write() as s:
+            assert s.connection().exec_driver_sql("PRAGMA busy_timeout").scalar() == 3000
+        with db.write() as s:
+            waited = s.connection().exec_driver_sql("PRAGMA busy_timeout").scalar()
+        assert waited == storage.SQLITE_BUSY_TIMEOUT_MS
+    finally:
+        db.dispose()
