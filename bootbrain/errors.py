@@ -102,6 +102,14 @@ class ImportRowsError(BootbrainError):
         self.problems = problems
 
 
+# --- storage ------------------------------------------------------------------------------
+
+
+class BusyError(RuntimeError):
+    """The database did not grant a lock within the short wait an operator API write
+    gets (the API answers 503 with ``Retry-After``): nothing was written."""
+
+
 # --- configuration and identity -----------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import logging
 
 from flask import Blueprint, Flask, Response, current_app
 
-from bootbrain import readiness
+from bootbrain import migrate, readiness
 from bootbrain.metrics import exposition
 from bootbrain.services import Services
 
@@ -26,13 +26,25 @@ def _services() -> Services:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """Liveness and database reachability, for load balancers and the Ansible verify."""
+    """Liveness, for load balancers and the Ansible verify: ``ok`` only when the
+    database can answer — the file is the one opened, it reads, its schema is the one
+    this bootbrain needs, and it takes a write. Otherwise 503, with a JSON body
+    naming each check and what failed."""
     try:
-        _services().db.ping()
-    except Exception:
-        log.exception("health check: database unreachable")
-        return Response("database unreachable\n", status=503, mimetype="text/plain")
-    return Response("ok\n", mimetype="text/plain")
+        health = _services().db.health(migrate.newest())
+    except Exception as e:  # a check that itself broke is a failing check
+        log.exception("health check failed")
+        health_checks = {"database": f"the health check failed: {type(e).__name__}"}
+    else:
+        if not health.failing:
+            return Response("ok\n", mimetype="text/plain")
+        health_checks = health.checks
+    failing = [name for name, state in health_checks.items() if state != "ok"]
+    log.error("health check: %s", "; ".join(f"{n}: {health_checks[n]}" for n in failing))
+    body = {"status": "failing", "failing": failing, "checks": health_checks}
+    resp = Response(json.dumps(body) + "\n", status=503, mimetype="application/json")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.get("/readyz")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, request
+
+from bootbrain import db
 
 from . import errors, resources
 from .common import authenticate_request, check_body, openapi_document
@@ -24,7 +26,20 @@ def init_app(app: Flask, script_fallback: Callable[[], Response | None]) -> None
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
     resources.register(bp)
     bp.add_url_rule("/openapi.json", "openapi", openapi_document, methods=["GET"])
+    app.before_request(_short_lock_waits)  # first: authentication may write
+    app.teardown_request(_default_lock_waits)
     app.before_request(authenticate_request)
     app.before_request(check_body)
     app.register_blueprint(bp)
     errors.init_app(app, script_fallback)
+
+
+def _short_lock_waits() -> None:
+    """An operator's write waits a few seconds for a lock, then is answered 503: a
+    worker waiting longer is one the booting machines cannot have."""
+    if request.path.startswith("/api/"):
+        db.set_lock_wait(db.API_LOCK_WAIT_S)
+
+
+def _default_lock_waits(_exc: BaseException | None) -> None:
+    db.set_lock_wait(None)

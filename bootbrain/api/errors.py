@@ -15,6 +15,7 @@ from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
 from bootbrain import errors
+from bootbrain.db import BUSY_RETRY_AFTER_S, DatabaseError, is_busy, is_unavailable
 from bootbrain.schemas import FieldProblem, Problem
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,34 @@ def init_app(app: Flask, script_fallback: Callable[[], Response | None]) -> None
     @app.errorhandler(errors.DocumentRenderError)
     def _document(e: errors.DocumentRenderError) -> Response:
         return problem(500, "Internal server error", f"{e} on the server")
+
+    busy_headers = {"Retry-After": str(BUSY_RETRY_AFTER_S)}
+
+    @app.errorhandler(errors.BusyError)
+    def _busy(e: errors.BusyError) -> Response:
+        fallback = script_fallback()
+        if fallback is not None:
+            return fallback
+        log.warning("%s %s: %s", request.method, request.path, e)
+        return problem(
+            503, "Service unavailable", f"{e}; nothing was changed", headers=busy_headers
+        )
+
+    @app.errorhandler(DatabaseError)
+    def _database(e: DatabaseError) -> Response:
+        fallback = script_fallback()
+        if fallback is not None:
+            return fallback
+        if is_busy(e):
+            log.warning("%s %s: database locked: %s", request.method, request.path, e)
+            return problem(503, "Service unavailable", "the database is busy", headers=busy_headers)
+        if is_unavailable(e):
+            log.error("%s %s: database unavailable: %s", request.method, request.path, e)
+            return problem(
+                503, "Service unavailable", "the database is unavailable", headers=busy_headers
+            )
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(500, "Internal server error", "the error was logged on the server")
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException) -> Response:

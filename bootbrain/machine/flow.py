@@ -21,7 +21,8 @@ from bootbrain.boot.decide import conflict, decide
 from bootbrain.boot.facts import parse_facts
 from bootbrain.boot.types import Decision, Facts, MachineView, RenderContext
 from bootbrain.config import Settings
-from bootbrain.db import Database, DatabaseError
+from bootbrain.db import Database, DatabaseError, short_lock_waits
+from bootbrain.errors import BusyError
 from bootbrain.inventory import discovery, lookup
 from bootbrain.metrics import metrics
 from bootbrain.models import utcnow
@@ -29,6 +30,9 @@ from bootbrain.models import utcnow
 from .events import EventWriter
 
 log = logging.getLogger(__name__)
+
+#: How long registering a discovered machine waits for the database's write lock.
+DISCOVERY_LOCK_WAIT_S = 1.0
 
 
 def count_failure(kind: str) -> None:
@@ -72,7 +76,10 @@ def decide_for(
         return conflict("the identity sent names more than one machine", found.conflict), None
     machine = found.machine
     if machine is None and register and settings.discovery:
-        machine = discovery.register_from_boot(db, settings, facts)
+        # A machine does not wait long for the write lock: it retries (and meanwhile
+        # holds a worker other machines need).
+        with short_lock_waits(DISCOVERY_LOCK_WAIT_S):
+            machine = discovery.register_from_boot(db, settings, facts)
     decision = decide(machine, found.rules, facts, found.default, utcnow())
     if machine is not None and decision.machine_id is None:
         decision = replace(decision, machine_id=machine.id)
@@ -92,7 +99,7 @@ def answer_ipxe(
     now = utcnow()
     try:
         decision, machine = decide_for(db, settings, facts, register=True)
-    except DatabaseError:
+    except (DatabaseError, BusyError):
         log.exception("inventory unavailable while answering /ipxe")
         count_failure("database")
         script = render.render_error("boot server inventory unavailable", retry_seconds=15)

@@ -49,8 +49,9 @@ def start_serve(
         try:
             if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
                 return proc, base
-        except requests.ConnectionError:
-            time.sleep(0.1)
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
     proc.terminate()
     proc.wait(timeout=30)
     pytest.fail("gunicorn did not start: " + log.read_text())
