@@ -234,7 +234,10 @@ def test_drill_database_file_removed_under_a_running_server(
         time.sleep(1.2)  # the file is looked at once a second
         boots = [served.ipxe() for _ in range(20)]
         assert all(_valid_script(b) for b in boots), [b.status_code for b in boots]
-        assert all("inventory unavailable" in b.text for b in boots)
+        # a retry: the lookup fails, or the writer (which cannot write either) sheds the boot
+        assert all(
+            "inventory unavailable" in b.text or "boot server busy" in b.text for b in boots
+        )
         assert all("chain --replace --autofree boot.ipxe" in b.text for b in boots)  # a retry
         assert _failing(_healthz(served)) == ["file"]
         assert "removed" in _healthz(served).json()["checks"]["file"]
