@@ -33,7 +33,15 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 DatabaseError = SQLAlchemyError
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, path: Path | None) -> None:
+    if path is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _before_connect(*_args: Any) -> None:
+            # Again for every new connection: a database file removed under a running
+            # brain is re-created by SQLite, and must be owner-only as well.
+            create_private_file(path)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin.
@@ -58,19 +66,21 @@ def _sqlite_setup(engine: Engine) -> None:
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        path = None
         if parsed.database and parsed.database != ":memory:":
             # The database holds secrets (user-data, token hashes). SQLite creates its
             # file 0644 but gives the -wal and -shm files the database file's mode, so
             # an owner-only empty file made first (SQLite takes it as a new database)
             # keeps all three owner-only, whatever the umask.
-            create_private_file(Path(parsed.database))
+            path = Path(parsed.database)
+            create_private_file(path)
         engine = create_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             pool_size=8,
             max_overflow=8,
         )
-        _sqlite_setup(engine)
+        _sqlite_setup(engine, path)
         return engine
     return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
 

@@ -160,3 +160,23 @@ def test_init_leaves_the_secrets_owner_only_under_umask_022(
         name: "0o600" for name in files
     }
     assert oct(cli.data_dir.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_database_file_removed_under_bootbrain_comes_back_owner_only(
+    make_cli: MakeCli, database: str | None
+) -> None:
+    if database is not None:
+        pytest.skip("the files are SQLite's")
+    cli = make_cli()
+    path = cli.data_dir / "bootbrain.db"
+    db = Database(cli.settings().database_url)
+    previous = os.umask(0o022)
+    try:
+        db.ping()
+        db.dispose()
+        path.unlink()
+        db.ping()  # a new connection: SQLite makes a new, empty database file
+    finally:
+        os.umask(previous)
+        db.dispose()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
