@@ -232,12 +232,14 @@ def sqlite_path(url: str) -> str | None:
 def make_engine(url: str, watch: _FileWatch | None = None) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        path = None
         if parsed.database and parsed.database != ":memory:":
             # The database holds secrets (user-data, token hashes). SQLite creates its
             # file 0644 but gives the -wal and -shm files the database file's mode, so
             # an owner-only empty file made first (SQLite takes it as a new database)
             # keeps all three owner-only, whatever the umask.
-            create_private_file(Path(parsed.database))
+            path = Path(parsed.database)
+            create_private_file(path)
         engine = create_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},

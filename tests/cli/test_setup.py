@@ -160,3 +160,4 @@ def test_init_leaves_the_secrets_owner_only_under_umask_022(
         name: "0o600" for name in files
     }
     assert oct(cli.data_dir.stat().st_mode & 0o777) == "0o700"
+
