@@ -153,6 +153,38 @@ def test_wrong_and_expired_tokens_are_403_and_change_nothing(
     assert api.get(f"/machines/{mid}").json["next_boot"]["profile"] == "installer"
 
 
+def test_refused_completions_are_recorded(
+    api: Api,
+    client: FlaskClient,
+    app: Flask,
+    db,
+    inventory: dict,  # type: ignore[no-untyped-def]
+) -> None:
+    """A refusal's 403 must not take its event with it (it used to be rolled back)."""
+    mid = inventory["id"]
+    api.put(f"/machines/{mid}/next-boot", {"profile": "installer"}, expect=200)
+    path = done_url(boot(client)).removeprefix("http://bootbrain.test")
+    flush(app)
+    assert client.post(path).status_code == 200
+    assert client.post(path).status_code == 403  # replayed
+    assert client.post("/boot/" + "x" * 43 + "/done").status_code == 403  # wrong
+    api.put(f"/machines/{mid}/next-boot", {"profile": "installer"}, expect=200)
+    path = done_url(boot(client)).removeprefix("http://bootbrain.test")
+    flush(app)
+    with db.write() as s:
+        s.execute(update(Boot).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert client.post(path).status_code == 403  # expired
+    flush(app)
+    refused = api.get("/events?kind=completion_refused", expect=200).json["items"]
+    assert [(e["machine_id"], e["data"]["reason"]) for e in refused] == [
+        (mid, "this boot has already completed"),
+        (None, "unknown boot token"),
+        (mid, "boot token expired"),
+    ]
+    assert all(e["data"]["boot_id"] for e in (refused[0], refused[2]))
+    assert all(e["ip"] for e in refused)
+
+
 def test_expired_action_is_ignored(api: Api, client: FlaskClient, db, inventory: dict) -> None:  # type: ignore[no-untyped-def]
     api.put(f"/machines/{inventory['id']}/next-boot", {"profile": "installer"}, expect=200)
     with db.write() as s:
