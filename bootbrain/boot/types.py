@@ -110,6 +110,8 @@ class ConfigSource:
 class NextBootView:
     profile: ProfileView
     expires_at: datetime
+    #: Which setting of the action this is (``next_boot.ref``).
+    ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ class Decision:
     reason: str
     rule: str | None = None
     machine_id: int | None = None
+    #: Step "action": the ref of the action decided by (what its completion consumes).
+    action_ref: str | None = None
 
 
 @dataclass(frozen=True)

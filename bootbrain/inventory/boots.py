@@ -131,10 +131,19 @@ def complete_boot(
         if m is not None:
             new_state = None
             nb = m.next_boot
-            if boot.step == "action" and nb is not None and nb.profile.name == boot.profile_name:
+            if (
+                boot.step == "action"
+                and nb is not None
+                and nb.profile.name == boot.profile_name
+                and nb.ref == boot.action_ref
+            ):
                 new_state = nb.complete_state or nb.profile.complete_state
                 m.next_boot = None
                 data["consumed_action"] = boot.profile_name
+            elif boot.step == "action" and nb is not None:
+                # A token from an earlier setting of the action: the boot completed,
+                # the action set since then has not.
+                data["action_not_consumed"] = "the boot was for an earlier one-shot action"
             elif m.profile is not None and m.profile.name == boot.profile_name:
                 new_state = m.profile.complete_state
             if new_state and new_state != m.state:

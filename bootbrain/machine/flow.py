@@ -149,6 +149,7 @@ def answer_ipxe(
             "token_hash": security.token_hash(settings.secret(), token),
             "profile_name": decision.profile.name if decision.profile else None,
             "step": decision.step,
+            "action_ref": decision.action_ref,
             "created_at": now,
             "expires_at": now + timedelta(seconds=settings.boot_token_ttl),
             "completed_at": None,

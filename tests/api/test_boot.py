@@ -185,6 +185,37 @@ def test_refused_completions_are_recorded(
     assert all(e["ip"] for e in refused)
 
 
+@pytest.mark.parametrize("reset", ["cancel-and-set", "set-again"])
+def test_a_stale_token_does_not_consume_a_newly_set_action(
+    api: Api, client: FlaskClient, app: Flask, inventory: dict, reset: str
+) -> None:
+    """A token left unused from an earlier action with the same profile completes its
+    own boot, and leaves the action set since then to the boot that action issues."""
+    mid = inventory["id"]
+    api.put(f"/machines/{mid}/next-boot", {"profile": "installer"}, expect=200)
+    stale = done_url(boot(client)).removeprefix("http://bootbrain.test")
+    if reset == "cancel-and-set":
+        api.delete(f"/machines/{mid}/next-boot", expect=204)
+    api.put(
+        f"/machines/{mid}/next-boot",
+        {"profile": "installer", "complete_state": "deployed"},
+        expect=200,
+    )
+    flush(app)
+    assert client.post(stale).status_code == 200  # its own boot did complete
+    m = api.get(f"/machines/{mid}", expect=200).json
+    assert m["next_boot"]["profile"] == "installer"
+    assert m["state"] == "ready"
+    fresh = done_url(boot(client)).removeprefix("http://bootbrain.test")
+    flush(app)
+    assert client.post(fresh).status_code == 200
+    m = api.get(f"/machines/{mid}", expect=200).json
+    assert m["next_boot"] is None
+    assert m["state"] == "deployed"
+    events = api.get(f"/events?machine_id={mid}&kind=completion", expect=200).json["items"]
+    assert ["consumed_action" in e["data"] for e in events] == [False, True]
+
+
 def test_expired_action_is_ignored(api: Api, client: FlaskClient, db, inventory: dict) -> None:  # type: ignore[no-untyped-def]
     api.put(f"/machines/{inventory['id']}/next-boot", {"profile": "installer"}, expect=200)
     with db.write() as s:
