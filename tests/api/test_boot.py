@@ -298,6 +298,34 @@ def test_preview_records_nothing(api: Api, app: Flask, inventory: dict) -> None:
     assert api.get("/events?kind=boot").json["items"] == []
 
 
+def test_preview_explains_a_render_failure(
+    api: Api, client: FlaskClient, inventory: dict
+) -> None:
+    """The preview shows what /ipxe serves when the profile fails for this machine
+    (the error script, local boot) and names the field, instead of a 500."""
+    api.post(
+        "/profiles",
+        {
+            "name": "tagged",
+            "kind": "linux",
+            "kernel": "{{ assets }}/vmlinuz",
+            "cmdline": "console=ttyS0 tags={{ machine.tags|join(' ') }}",
+        },
+        expect=201,  # the sample machine has one tag
+    )
+    mid = inventory["id"]
+    api.patch(f"/machines/{mid}", {"profile": "tagged", "tags": ["gpu", "rack1"]}, expect=200)
+    out = api.get(f"/machines/{mid}/boot-preview", expect=200).json
+    served = boot(client)
+    assert out["script"] == served
+    assert "vmlinuz" not in served
+    assert out["step"] == "error"
+    assert out["profile"] == "tagged"
+    assert out["problem"]["field"] == "cmdline"
+    assert "splits or removes words" in out["problem"]["message"]
+    assert "profile tagged failed to render for this machine (cmdline" in out["reason"]
+
+
 def test_database_down_still_gets_a_script(client: FlaskClient, app: Flask) -> None:
     from bootbrain.db import Database
 
