@@ -159,6 +159,22 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class RenderLimits:
+    """What one script's render may cost (:mod:`bootbrain.boot.sandbox` enforces it).
+
+    A template cheap for the sample machine can be costly for a real one (its loops
+    run over that machine's values); beyond these the render fails closed."""
+
+    #: CPU seconds of the rendering thread (not wall time: a loaded host does not
+    #: fail a good template).
+    seconds: float = 0.5
+    #: Characters of the whole script, and of any one value a template makes.
+    max_bytes: int = 262_144
+    #: Loop iterations, calls and arithmetic operations, all templates together.
+    steps: int = 1_000_000
+
+
+@dataclass(frozen=True)
 class RenderContext:
     #: e.g. "http://10.0.0.1:8080" (no trailing slash).
     base_url: str
@@ -172,3 +188,4 @@ class RenderContext:
     metadata_url: str | None = None
     #: Local-boot method when the profile names none: "exit" or "sanboot".
     local_method: str = "exit"
+    limits: RenderLimits = field(default_factory=RenderLimits)

@@ -21,10 +21,10 @@ from bootbrain import inventory, schemas, security
 from bootbrain.boot import render
 from bootbrain.boot.decide import conflict, decide
 from bootbrain.boot.facts import parse_facts
-from bootbrain.boot.types import Decision, Facts, MachineView, RenderContext
+from bootbrain.boot.types import Decision, Facts, MachineView, RenderContext, RenderLimits
 from bootbrain.config import Settings
 from bootbrain.db import Database, DatabaseError
-from bootbrain.errors import RenderError, TemplateProblem
+from bootbrain.errors import RenderError, RenderLimitError, TemplateProblem
 from bootbrain.inventory import discovery, lookup
 from bootbrain.models import utcnow
 
@@ -67,6 +67,11 @@ def render_context(
         done_url=f"{base_url}/boot/{token}/done" if token else None,
         metadata_url=f"{base_url}/boot/{token}/" if token else None,
         local_method=settings.local_boot_method,
+        limits=RenderLimits(
+            seconds=settings.render_max_seconds,
+            max_bytes=settings.render_max_bytes,
+            steps=settings.render_max_steps,
+        ),
     )
 
 
@@ -115,7 +120,9 @@ def answer_ipxe(
             decision.machine_id,
             exc_info=failure,
         )
-        count_failure("render")
+        # render_limit: a template too costly for this machine (time, size); render:
+        # any other failure. Both boot from local disk.
+        count_failure("render_limit" if isinstance(failure, RenderLimitError) else "render")
         profile = decision.profile.name if decision.profile else None
         decision = Decision(
             "error",

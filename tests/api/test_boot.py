@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -324,6 +325,37 @@ def test_preview_explains_a_render_failure(
     assert out["problem"]["field"] == "cmdline"
     assert "splits or removes words" in out["problem"]["message"]
     assert "profile tagged failed to render for this machine (cmdline" in out["reason"]
+
+
+def test_a_template_too_costly_for_this_machine_fails_closed(
+    api: Api, client: FlaskClient, app: Flask, inventory: dict
+) -> None:
+    """Cheap for the sample machine (so it is saved), some 10^10 loop iterations for
+    node-var: the boot gets the error script (local boot) within the render bound,
+    counted on /metrics, instead of holding the worker for seconds."""
+    api.post(
+        "/profiles",
+        {
+            "name": "costly",
+            "kind": "ipxe",
+            "script": "{% if machine.hostname != 'node-1' %}{% for a in range(100000) %}"
+            "{% for b in range(100000) %}{% endfor %}{% endfor %}{% endif %}echo hi\n",
+        },
+        expect=201,
+    )
+    mid = inventory["id"]
+    api.patch(f"/machines/{mid}", {"profile": "costly"}, expect=200)
+    start = time.monotonic()
+    script = boot(client)
+    assert time.monotonic() - start < 2
+    assert "echo bootbrain: boot script failed to render on the server" in script
+    assert "echo hi" not in script
+    assert re.search(r"^exit$", script, re.M)
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert re.search(r'kind="render_limit"\} [1-9]', metrics), metrics
+    out = api.get(f"/machines/{mid}/boot-preview", expect=200).json
+    assert out["step"] == "error"
+    assert out["problem"]["field"] == "script"
 
 
 def test_database_down_still_gets_a_script(client: FlaskClient, app: Flask) -> None:
