@@ -41,7 +41,6 @@ signal or thread is involved, so this works in any worker. (Text a macro or
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import math
 import re
@@ -169,14 +168,14 @@ MAX_INT_BITS: Final = 4096
 
 
 class _Budget:
-    __slots__ = ("deadline", "limits", "output", "steps", "until_clock")
+    __slots__ = ("deadline", "limits", "steps", "until_clock")
 
     def __init__(self, limits: RenderLimits) -> None:
         self.limits = limits
         self.steps = limits.steps
         self.until_clock = _CLOCK_EVERY
-        self.deadline = time.thread_time() + limits.seconds
-        self.output = 0
+        #: Set at the first look at the clock: a render of fewer steps never reads it.
+        self.deadline: float | None = None
 
     def tick(self) -> None:
         self.steps -= 1
@@ -188,17 +187,13 @@ class _Budget:
                     f"the render took more than {self.limits.steps} steps "
                     "(loop iterations, calls, operators)"
                 )
-            if time.thread_time() > self.deadline:
+            now = time.thread_time()
+            if self.deadline is None:
+                self.deadline = now + self.limits.seconds
+            elif now > self.deadline:
                 raise _LimitExceededError(
                     f"the render took more than {self.limits.seconds:g} s of CPU time"
                 )
-
-    def wrote(self, n: int) -> None:
-        self.output += n
-        if self.output > self.limits.max_bytes:
-            raise _LimitExceededError(
-                f"the rendered script is longer than {self.limits.max_bytes} characters"
-            )
 
 
 _BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
@@ -206,29 +201,20 @@ _BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def bounded(limits: RenderLimits) -> Iterator[None]:
+class bounded:  # noqa: N801 - used as a function: ``with bounded(limits):``
     """Every render inside shares one budget of ``limits`` (a whole script's
     templates); a render outside any gets its own, of the default limits."""
-    token = _BUDGET.set(_Budget(limits))
-    try:
-        yield
-    finally:
-        _BUDGET.reset(token)
 
+    __slots__ = ("_limits", "_token")
 
-@contextlib.contextmanager
-def _render_budget() -> Iterator[_Budget]:
-    budget = _BUDGET.get()
-    if budget is not None:
-        yield budget
-        return
-    budget = _Budget(RenderLimits())
-    token = _BUDGET.set(budget)
-    try:
-        yield budget
-    finally:
-        _BUDGET.reset(token)
+    def __init__(self, limits: RenderLimits) -> None:
+        self._limits = limits
+
+    def __enter__(self) -> None:
+        self._token = _BUDGET.set(_Budget(self._limits))
+
+    def __exit__(self, *exc: object) -> None:
+        _BUDGET.reset(self._token)
 
 
 def _tick() -> None:
@@ -506,8 +492,9 @@ def _finalize(value: object) -> object:
     return f"\ue000{len(capture) - 1}\ue001"
 
 
-def _environment(loader: jinja2.BaseLoader | None) -> ImmutableSandboxedEnvironment:
-    env = _Environment(
+def _environment(loader: jinja2.BaseLoader | None, operator: bool) -> ImmutableSandboxedEnvironment:
+    kind = _Environment if operator else ImmutableSandboxedEnvironment
+    env = kind(
         loader=loader,
         undefined=StrictUndefined,
         autoescape=False,
@@ -517,6 +504,8 @@ def _environment(loader: jinja2.BaseLoader | None) -> ImmutableSandboxedEnvironm
         keep_trailing_newline=True,
         auto_reload=False,
     )
+    if not operator:
+        return env
     env.filters = {name: _checked_filter(name, f) for name, f in env.filters.items()}
     env.filters["bb_counted"] = _counted
     env.filters["bb_sized"] = _check_size
@@ -525,9 +514,10 @@ def _environment(loader: jinja2.BaseLoader | None) -> ImmutableSandboxedEnvironm
     return env
 
 
-_OPERATOR_ENV: Final = _environment(None)
+_OPERATOR_ENV: Final = _environment(None, operator=True)
 
-_SHIPPED_ENV: Final = _environment(jinja2.PackageLoader("bootbrain", "templates/ipxe"))
+#: The brain's own templates: sandboxed too, without the operator's step counting.
+_SHIPPED_ENV: Final = _environment(jinja2.PackageLoader("bootbrain", "templates/ipxe"), False)
 
 
 def _flat_globals(template: jinja2.Template) -> jinja2.Template:
@@ -622,13 +612,14 @@ def _same_structure(skeleton: str, values: Sequence[str], final: str) -> str | N
 
 
 def _render_captured(
-    template: jinja2.Template, variables: Mapping[str, Any]
+    template: jinja2.Template, variables: Mapping[str, Any], shipped: bool = False
 ) -> tuple[str, list[str], str]:
-    """(skeleton, values, final) for one render, within the render budget."""
+    """(skeleton, values, final) for one render, within the render budget. A shipped
+    template's own loops are over the brain's lists; only its size is measured."""
     capture: list[str] = []
     token = _CAPTURE.set(capture)
     try:
-        skeleton = _generate(template, variables)
+        skeleton = template.render(variables) if shipped else _generate(template, variables)
     finally:
         _CAPTURE.reset(token)
     final = _substitute(skeleton, capture)
@@ -640,16 +631,22 @@ def _render_captured(
 def _generate(template: jinja2.Template, variables: Mapping[str, Any]) -> str:
     """``template.render``, its output measured as it is made (a loop of text stops at
     the limit, not after building all of it)."""
-    with _render_budget() as budget:
-        limit = budget.limits.max_bytes
-        size = 0
-        parts = []
-        for part in template.generate(variables):
-            size += len(part)
-            if size > limit:
-                raise _LimitExceededError(f"the rendered text is longer than {limit} characters")
-            parts.append(part)
-        return "".join(parts)
+    if _BUDGET.get() is not None:
+        return _generate_bounded(template, variables)
+    with bounded(RenderLimits()):
+        return _generate_bounded(template, variables)
+
+
+def _generate_bounded(template: jinja2.Template, variables: Mapping[str, Any]) -> str:
+    limit = _max_bytes()
+    size = 0
+    parts = []
+    for part in template.generate(variables):
+        size += len(part)
+        if size > limit:
+            raise _LimitExceededError(f"the rendered text is longer than {limit} characters")
+        parts.append(part)
+    return "".join(parts)
 
 
 def _template_line(exc: BaseException, filename: str) -> int | None:
@@ -879,7 +876,7 @@ def _check_operator_script(field: str, text: str) -> str:
 def render_shipped(name: str, variables: Mapping[str, Any]) -> str:
     template = _shipped_template(name)
     try:
-        skeleton, values, final = _render_captured(template, variables)
+        skeleton, values, final = _render_captured(template, variables, shipped=True)
     except TemplateProblem:
         raise
     except _LimitExceededError as e:  # the operator's values, put together, are too much
