@@ -923,7 +923,8 @@ def render(
     platform: str,
     base_url: str | None,
 ) -> None:
-    """Print the script a machine would get now, and why (records nothing)."""
+    """Print the script a machine would get now, and why (records nothing); exit
+    status 1 when its profile fails to render (the error script is printed)."""
     try:
         facts = Facts(
             uuid=identity.canonical_uuid(uuid) if uuid else None,
@@ -950,7 +951,11 @@ def render(
         err=True,
     )
     click.echo(f"# {out.reason}", err=True)
+    if out.problem is not None:
+        click.echo(f"# render failed: {out.problem.describe()}", err=True)
     click.echo(out.script, nl=False)
+    if out.problem is not None:
+        sys.exit(1)  # what is printed is the error script the machine would get
 
 
 integration_commands.register(main, pass_ctx)

@@ -140,6 +140,12 @@ class Settings(BaseModel):
     discovery_per_minute: int = Field(default=120, ge=0)
 
     boot_token_ttl: int = Field(default=3600, gt=0)
+    #: What rendering one machine's script may cost: CPU seconds, characters of the
+    #: script (and of any value a template makes), and steps (loop iterations, calls
+    #: and operators). Beyond them the machine gets an error script and boots locally.
+    render_max_seconds: float = Field(default=0.5, gt=0, le=60)
+    render_max_bytes: int = Field(default=262_144, ge=4096, le=16_777_216)
+    render_max_steps: int = Field(default=1_000_000, ge=1000)
     next_boot_default_ttl: int = Field(default=86_400, gt=0)
     #: Seconds a boot attempt may go without reaching its next stage before the boot
     #: funnel flags it stuck, for profiles that set no ``stuck_after`` of their own.

@@ -135,6 +135,10 @@ class TemplateProblem(ValueError):  # noqa: N818 - the name is the API layer's c
         self.message = message
 
 
+class RenderLimitError(TemplateProblem):
+    """A template exceeded its render time or size bound for this machine."""
+
+
 class RenderError(RuntimeError):
     """The rendered script would not be exactly what was intended; nothing is emitted."""
 

@@ -247,6 +247,10 @@ class NextBoot(Base):
     #: The machine's state once the action completes (None: the profile's, else unchanged).
     complete_state: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Random, new each time the action is set; a boot records the ref it was decided
+    #: by, and only a completion with that boot's token consumes this action. (None:
+    #: set before refs existed; then the profile's name decides, as it did.)
+    ref: Mapped[str | None] = mapped_column(String(32))
 
     profile: Mapped[Profile] = relationship(lazy="joined")
 
@@ -295,6 +299,8 @@ class Boot(Base):
     profile_name: Mapped[str | None] = mapped_column(String(64))
     #: Which decision step chose the profile ("action", "assigned", "rule", "default").
     step: Mapped[str] = mapped_column(String(16))
+    #: The ``next_boot.ref`` of the one-shot action this boot was for (step "action").
+    action_ref: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     completed_at: Mapped[datetime | None] = mapped_column()

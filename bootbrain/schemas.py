@@ -636,6 +636,16 @@ class PreviewQuery(_In):
     platform: Platform | None = None
 
 
+class PreviewProblem(BaseModel):
+    field: str | None = Field(description="the profile's field that failed (cmdline, initrds[1] …)")
+    line: int | None = Field(description="the line in that field's template, when known")
+    message: str
+
+    def describe(self) -> str:
+        where = f"{self.field}, line {self.line}" if self.field and self.line else self.field
+        return f"{where}: {self.message}" if where else self.message
+
+
 class PreviewOut(BaseModel):
     machine_id: int | None
     step: str
@@ -643,6 +653,10 @@ class PreviewOut(BaseModel):
     rule: str | None
     reason: str
     script: str
+    problem: PreviewProblem | None = Field(
+        default=None,
+        description="why the script failed to render (step error: the machine boots from disk)",
+    )
 
 
 class ConfigPreviewQuery(_In):

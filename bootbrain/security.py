@@ -47,6 +47,10 @@ def new_boot_id() -> str:
     return secrets.token_hex(8)
 
 
+def new_action_ref() -> str:
+    return secrets.token_hex(16)
+
+
 def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 

@@ -114,6 +114,7 @@ def decide(
                     f"{action.expires_at.isoformat()} or until the booted system reports done"
                 ),
                 machine_id=machine_id,
+                action_ref=action.ref,
             )
         expired_note = (
             f" (one-shot action {action.profile.name!r} expired at {action.expires_at.isoformat()})"

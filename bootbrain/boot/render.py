@@ -19,7 +19,7 @@ from typing import Any, Final
 from bootbrain.errors import RenderError, TemplateProblem
 from bootbrain.vocabulary import DECISION_STEPS, LOCAL_METHODS, NAME_RE
 
-from .sandbox import ScriptText, render_operator, render_shipped
+from .sandbox import ScriptText, bounded, render_operator, render_shipped
 from .types import Decision, MachineView, ProfileView, RenderContext
 from .validate import (
     SAMPLE_CONTEXT,
@@ -176,11 +176,17 @@ def render_decision(decision: Decision, machine: MachineView | None, ctx: Render
     """The full ``/ipxe`` script for this decision.
 
     Raises :class:`TemplateProblem` when an operator template fails to render for this
-    machine, and :class:`RenderError` when the result would not be exactly the
-    intended script; answer the machine with :func:`render_error` in both cases.
+    machine (:class:`~bootbrain.errors.RenderLimitError`: beyond ``ctx.limits``), and
+    :class:`RenderError` when the result would not be exactly the intended script;
+    answer the machine with :func:`render_error` in both cases.
     """
     if decision.step not in DECISION_STEPS:
         raise RenderError(f"unknown decision step {decision.step!r}")
+    with bounded(ctx.limits):  # all of the script's templates together
+        return _render_decision(decision, machine, ctx)
+
+
+def _render_decision(decision: Decision, machine: MachineView | None, ctx: RenderContext) -> str:
     sets: list[tuple[str, str]] = []
     message: ScriptText | None = None
     profile_vars: dict[str, Any] | None = None

@@ -27,24 +27,40 @@ and autoescape off. How a script is kept to exactly the intended commands:
 The checks are cached where their answer depends only on text that recurs in every
 render of a template (a skeleton, a kernel URL), so a boot storm pays for them once
 per profile.
+
+Every render is bounded (:class:`~bootbrain.boot.types.RenderLimits`, for all the
+templates of one script together, see :func:`bounded`): each loop iteration, call and
+intercepted operator (``+ * ** // %``) takes a step, the thread's CPU time is checked
+every few steps, the output is counted as it is produced, and an operator, call or
+filter that would make a value larger than ``max_bytes`` (``'x' * 10**9``,
+``10 ** 10 ** 9``, ``center(10**9)``, ``'%999999999d' % 1``) is refused before it
+runs. The render then fails with :class:`~bootbrain.errors.RenderLimitError`; no
+signal or thread is involved, so this works in any worker. (Text a macro or
+``{% set %}`` block captures is measured when it is complete.)
 """
 
 from __future__ import annotations
 
 import contextvars
+import math
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from functools import lru_cache
 from typing import Any, Final
 
 import jinja2
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, nodes
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
+from jinja2.visitor import NodeTransformer
 
-from bootbrain.errors import RenderError, ScriptError, TemplateProblem
+from bootbrain.errors import RenderError, RenderLimitError, ScriptError, TemplateProblem
 from bootbrain.vocabulary import CONTROL_BUT_TAB_LF_RE
 
 from . import script as ipxe
+from .types import RenderLimits
 
 __all__ = [
     "RESERVED_PREFIX",
@@ -53,6 +69,7 @@ __all__ = [
     "MachineText",
     "ScriptText",
     "base_field",
+    "bounded",
     "compile_source",
     "control_character",
     "render_operator",
@@ -136,6 +153,299 @@ class _UnsafeValueError(Exception):
     pass
 
 
+# --- the render budget ------------------------------------------------------------------
+
+
+class _LimitExceededError(Exception):
+    """Raised inside a render; becomes :class:`RenderLimitError` naming the field."""
+
+
+#: Steps between two looks at the thread's CPU clock.
+_CLOCK_EVERY: Final = 64
+
+#: Bits an integer a template computes may have (``**`` and ``*`` are refused beyond).
+MAX_INT_BITS: Final = 4096
+
+
+class _Budget:
+    __slots__ = ("deadline", "limits", "steps", "until_clock")
+
+    def __init__(self, limits: RenderLimits) -> None:
+        self.limits = limits
+        self.steps = limits.steps
+        self.until_clock = _CLOCK_EVERY
+        #: Set at the first look at the clock: a render of fewer steps never reads it.
+        self.deadline: float | None = None
+
+    def tick(self) -> None:
+        self.steps -= 1
+        self.until_clock -= 1
+        if self.until_clock <= 0:
+            self.until_clock = _CLOCK_EVERY
+            if self.steps <= 0:
+                raise _LimitExceededError(
+                    f"the render took more than {self.limits.steps} steps "
+                    "(loop iterations, calls, operators)"
+                )
+            now = time.thread_time()
+            if self.deadline is None:
+                self.deadline = now + self.limits.seconds
+            elif now > self.deadline:
+                raise _LimitExceededError(
+                    f"the render took more than {self.limits.seconds:g} s of CPU time"
+                )
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "bootbrain_render_budget", default=None
+)
+
+
+class bounded:  # noqa: N801 - used as a function: ``with bounded(limits):``
+    """Every render inside shares one budget of ``limits`` (a whole script's
+    templates); a render outside any gets its own, of the default limits."""
+
+    __slots__ = ("_limits", "_token")
+
+    def __init__(self, limits: RenderLimits) -> None:
+        self._limits = limits
+
+    def __enter__(self) -> None:
+        self._token = _BUDGET.set(_Budget(self._limits))
+
+    def __exit__(self, *exc: object) -> None:
+        _BUDGET.reset(self._token)
+
+
+def _tick() -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.tick()
+
+
+def _max_bytes() -> int:
+    budget = _BUDGET.get()
+    return (budget.limits if budget is not None else RenderLimits()).max_bytes
+
+
+def _too_large(what: str) -> _LimitExceededError:
+    return _LimitExceededError(f"{what} would be larger than {_max_bytes()} characters")
+
+
+def _size(value: Any, limit: int) -> int:
+    """Characters of ``value`` and of what it holds (a list of one long string repeated
+    is as large as the text it writes out), counting up to just past ``limit``."""
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        total = len(value)
+        for item in value.items() if isinstance(value, dict) else value:
+            if total > limit:
+                break
+            total += _size(item, limit - total)
+        return total
+    return 0
+
+
+def _check_size(value: Any) -> Any:
+    limit = _max_bytes()
+    if _size(value, limit) > limit:
+        raise _too_large("a value")
+    return value
+
+
+_PERCENT_SPEC_RE: Final = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|[0-9]*)(?:\.(\*|[0-9]*))?")
+_BRACE_SPEC_RE: Final = re.compile(r"\{[^{}]*?:([^{}]*)\}")
+
+
+def _check_format(fmt: str, percent: bool) -> None:
+    """A format string's widths and precisions (``%9999999d``, ``{:9999999}``); a
+    width taken from the arguments (``%*d``, ``{:{w}}``) is refused."""
+    limit = _max_bytes()
+    if percent:
+        numbers = [n for m in _PERCENT_SPEC_RE.finditer(fmt) for n in m.groups() if n]
+    else:
+        if re.search(r"\{[^{}]*:[^{}]*\{", fmt):
+            raise _LimitExceededError("a format width taken from the arguments is not allowed")
+        numbers = [n for m in _BRACE_SPEC_RE.finditer(fmt) for n in re.findall("[0-9]+", m[1])]
+    if "*" in numbers:
+        raise _LimitExceededError("a format width taken from the arguments is not allowed")
+    if any(len(n) > 12 or int(n) > limit for n in numbers):
+        raise _too_large("a formatted value")
+
+
+def _check_arguments(args: Iterable[Any]) -> None:
+    """No argument of a str method or filter asks for more than a value may hold (a
+    width, a count)."""
+    limit = _max_bytes()
+    for arg in args:
+        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > limit:
+            raise _too_large(f"a value made with an argument of {min(abs(arg), 10**12)}")
+
+
+def _sized(arg: Any) -> int:
+    return len(arg) if isinstance(arg, Sized) else 0
+
+
+def _estimate(name: str, text: Any, args: Sequence[Any]) -> int:
+    """How large the result of the str method or filter ``name`` on ``text`` can be,
+    where that is a product of the sizes of its arguments (each bounded already)."""
+    if name == "join":
+        if isinstance(text, str):
+            items, sep = (args[0] if args else ()), text
+        else:
+            items, sep = text, (args[0] if args else "")
+        if isinstance(items, list | tuple):
+            return len(items) * _sized(sep) + _size(items, _max_bytes())
+    if name == "replace" and len(args) >= 2:
+        old, new = args[0], args[1]
+        if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+            count = text.count(old) if old else len(text) + 1
+            return len(text) + count * len(new)
+    return 0
+
+
+def _checked_str_method(
+    method: Any, args: Sequence[Any], kwargs: Mapping[str, Any], run: Callable[[], Any]
+) -> Any:
+    name = method.__name__
+    if name == "join" and args and not isinstance(args[0], list | tuple):
+        items = list(args[0])  # measured before the join, not after
+        args = (items, *args[1:])
+        return _checked_str_method(method, args, kwargs, lambda: method(items, *args[1:]))
+    _check_arguments(args)
+    _check_arguments(kwargs.values())
+    if _estimate(name, method.__self__, args) > _max_bytes():
+        raise _too_large(f"the result of {name}")
+    return _check_size(run())
+
+
+def _counted(value: Iterable[Any]) -> Iterator[Any]:
+    """What each ``{% for %}`` iterates over: a step per item."""
+    budget = _BUDGET.get()
+    for item in value:
+        if budget is not None:
+            budget.tick()
+        yield item
+
+
+def _binop_size(op: str, left: Any, right: Any) -> None:
+    """Refuse an operation whose result would be too large, before computing it."""
+    limit = _max_bytes()
+    ints = isinstance(left, int) and isinstance(right, int)
+    if op == "**" and ints and right > 0 and abs(left) > 1:
+        if right > MAX_INT_BITS or right * math.log2(abs(left)) > MAX_INT_BITS:
+            raise _LimitExceededError(f"a power would be larger than {MAX_INT_BITS} bits")
+    elif op == "*":
+        for seq, n in ((left, right), (right, left)):
+            repeated = isinstance(seq, str | list | tuple) and isinstance(n, int) and n > 0
+            if repeated and _size(seq, limit) * n > limit:
+                raise _too_large("a repeated value")
+        if ints and left.bit_length() + right.bit_length() > MAX_INT_BITS:
+            raise _LimitExceededError(f"a product would be larger than {MAX_INT_BITS} bits")
+    elif op == "+":
+        sequences = isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple)
+        if sequences and _size(left, limit) + _size(right, limit) > limit:
+            raise _too_large("a joined value")
+    elif op == "%" and isinstance(left, str):
+        _check_format(left, percent=True)
+
+
+class _Bound(NodeTransformer):
+    """Each ``{% for %}`` iterates through :func:`_counted`; each ``~`` result is
+    measured (both as filters this environment always has)."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:  # noqa: N802 - Jinja's visitor names
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, "bb_counted", [], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:  # noqa: N802
+        self.generic_visit(node)
+        return nodes.Filter(node, "bb_sized", [], [], None, None, lineno=node.lineno)
+
+
+class _CheckedNamespace(Namespace):
+    """``namespace()`` whose attributes are measured when set (``ns.x = ns.x ~ ns.x``
+    in a loop doubles a value each step)."""
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        _check_size(value)
+        super().__setitem__(name, value)
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"+", "*", "**", "//", "%"})
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        bounded_tree: nodes.Template = _Bound().visit(tree)
+        return bounded_tree
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _tick()
+        _binop_size(operator, left, right)
+        return _check_size(super().call_binop(context, operator, left, right))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``str.format`` and ``format_map``: Jinja wraps them when they are looked up."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt: str = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            _check_format(fmt, percent=False)
+            return str(_check_size(wrapped(*args, **kwargs)))
+
+        return checked
+
+    def call(
+        __self,  # noqa: N805 - Jinja's signature: keyword arguments may be named "self"
+        __context: Context,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        _tick()
+        if isinstance(getattr(__obj, "__self__", None), str):
+            return _checked_str_method(
+                __obj,
+                args,
+                kwargs,
+                lambda: ImmutableSandboxedEnvironment.call(
+                    __self, __context, __obj, *args, **kwargs
+                ),
+            )
+        return _check_size(
+            ImmutableSandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
+        )
+
+
+def _checked_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    pass_arg = getattr(func, "jinja_pass_arg", None)
+    skip = 1 if pass_arg is not None else 0
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        if name == "join" and len(args) > skip and not isinstance(args[skip], list | tuple):
+            args = (*args[:skip], list(args[skip]), *args[skip + 1 :])
+        value, rest = (args[skip], args[skip + 1 :]) if len(args) > skip else (None, ())
+        if name == "format":
+            if isinstance(value, str):
+                _check_format(value, percent=True)
+        else:
+            _check_arguments(rest)
+            _check_arguments(kwargs.values())
+            if _estimate(name, value, rest) > _max_bytes():
+                raise _too_large(f"the result of |{name}")
+        return _check_size(func(*args, **kwargs))
+
+    if pass_arg is not None:
+        checked.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    return checked
+
+
 _PLACEHOLDER_RE: Final = re.compile("\ue000([0-9]+)\ue001")
 
 
@@ -182,8 +492,9 @@ def _finalize(value: object) -> object:
     return f"\ue000{len(capture) - 1}\ue001"
 
 
-def _environment(loader: jinja2.BaseLoader | None) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _environment(loader: jinja2.BaseLoader | None, operator: bool) -> ImmutableSandboxedEnvironment:
+    kind = _Environment if operator else ImmutableSandboxedEnvironment
+    env = kind(
         loader=loader,
         undefined=StrictUndefined,
         autoescape=False,
@@ -193,12 +504,20 @@ def _environment(loader: jinja2.BaseLoader | None) -> ImmutableSandboxedEnvironm
         keep_trailing_newline=True,
         auto_reload=False,
     )
+    if not operator:
+        return env
+    env.filters = {name: _checked_filter(name, f) for name, f in env.filters.items()}
+    env.filters["bb_counted"] = _counted
+    env.filters["bb_sized"] = _check_size
+    env.globals["namespace"] = _CheckedNamespace
+    env.globals.pop("lipsum", None)  # n paragraphs of filler: nothing a boot needs
     return env
 
 
-_OPERATOR_ENV: Final = _environment(None)
+_OPERATOR_ENV: Final = _environment(None, operator=True)
 
-_SHIPPED_ENV: Final = _environment(jinja2.PackageLoader("bootbrain", "templates/ipxe"))
+#: The brain's own templates: sandboxed too, without the operator's step counting.
+_SHIPPED_ENV: Final = _environment(jinja2.PackageLoader("bootbrain", "templates/ipxe"), False)
 
 
 def _flat_globals(template: jinja2.Template) -> jinja2.Template:
@@ -293,16 +612,41 @@ def _same_structure(skeleton: str, values: Sequence[str], final: str) -> str | N
 
 
 def _render_captured(
-    template: jinja2.Template, variables: Mapping[str, Any]
+    template: jinja2.Template, variables: Mapping[str, Any], shipped: bool = False
 ) -> tuple[str, list[str], str]:
-    """(skeleton, values, final) for one render."""
+    """(skeleton, values, final) for one render, within the render budget. A shipped
+    template's own loops are over the brain's lists; only its size is measured."""
     capture: list[str] = []
     token = _CAPTURE.set(capture)
     try:
-        skeleton = template.render(variables)
+        skeleton = template.render(variables) if shipped else _generate(template, variables)
     finally:
         _CAPTURE.reset(token)
-    return skeleton, capture, _substitute(skeleton, capture)
+    final = _substitute(skeleton, capture)
+    if len(final) > _max_bytes():
+        raise _LimitExceededError(f"the rendered text is longer than {_max_bytes()} characters")
+    return skeleton, capture, final
+
+
+def _generate(template: jinja2.Template, variables: Mapping[str, Any]) -> str:
+    """``template.render``, its output measured as it is made (a loop of text stops at
+    the limit, not after building all of it)."""
+    if _BUDGET.get() is not None:
+        return _generate_bounded(template, variables)
+    with bounded(RenderLimits()):
+        return _generate_bounded(template, variables)
+
+
+def _generate_bounded(template: jinja2.Template, variables: Mapping[str, Any]) -> str:
+    limit = _max_bytes()
+    size = 0
+    parts = []
+    for part in template.generate(variables):
+        size += len(part)
+        if size > limit:
+            raise _LimitExceededError(f"the rendered text is longer than {limit} characters")
+        parts.append(part)
+    return "".join(parts)
 
 
 def _template_line(exc: BaseException, filename: str) -> int | None:
@@ -396,6 +740,8 @@ def _render_operator_text(field: str, source: str, variables: Mapping[str, Any])
         skeleton, values, final = _render_captured(template, variables)
     except TemplateProblem:
         raise
+    except _LimitExceededError as e:
+        raise RenderLimitError(field, _template_line(e, "<template>"), str(e)) from None
     except Exception as e:
         raise _template_failure(field, e) from None
     why = _same_structure(skeleton, values, final)
@@ -415,9 +761,11 @@ def render_text(field: str, source: str, variables: Mapping[str, Any]) -> str:
     """
     template = compile_source(source, field)
     try:
-        return template.render(variables)
+        return _generate(template, variables)
     except TemplateProblem:
         raise
+    except _LimitExceededError as e:
+        raise RenderLimitError(field, _template_line(e, "<template>"), str(e)) from None
     except Exception as e:
         raise _template_failure(field, e) from None
 
@@ -528,9 +876,11 @@ def _check_operator_script(field: str, text: str) -> str:
 def render_shipped(name: str, variables: Mapping[str, Any]) -> str:
     template = _shipped_template(name)
     try:
-        skeleton, values, final = _render_captured(template, variables)
+        skeleton, values, final = _render_captured(template, variables, shipped=True)
     except TemplateProblem:
         raise
+    except _LimitExceededError as e:  # the operator's values, put together, are too much
+        raise RenderLimitError("script", None, str(e)) from None
     except Exception as e:
         raise RenderError(f"{name}: {e}") from e
     why = _same_structure(skeleton, values, final)

@@ -110,6 +110,8 @@ class ConfigSource:
 class NextBootView:
     profile: ProfileView
     expires_at: datetime
+    #: Which setting of the action this is (``next_boot.ref``).
+    ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,24 @@ class Decision:
     reason: str
     rule: str | None = None
     machine_id: int | None = None
+    #: Step "action": the ref of the action decided by (what its completion consumes).
+    action_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    """What one script's render may cost (:mod:`bootbrain.boot.sandbox` enforces it).
+
+    A template cheap for the sample machine can be costly for a real one (its loops
+    run over that machine's values); beyond these the render fails closed."""
+
+    #: CPU seconds of the rendering thread (not wall time: a loaded host does not
+    #: fail a good template).
+    seconds: float = 0.5
+    #: Characters of the whole script, and of any one value a template makes.
+    max_bytes: int = 262_144
+    #: Loop iterations, calls and arithmetic operations, all templates together.
+    steps: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -168,3 +188,4 @@ class RenderContext:
     metadata_url: str | None = None
     #: Local-boot method when the profile names none: "exit" or "sanboot".
     local_method: str = "exit"
+    limits: RenderLimits = field(default_factory=RenderLimits)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from bootbrain import security
 from bootbrain.boot import types as bt
 from bootbrain.db import ConnectionReader, Database
-from bootbrain.errors import BootTokenError, ForbiddenError
+from bootbrain.errors import BootTokenError
 from bootbrain.models import Boot, Machine, Profile, utcnow
 
 from . import lookup
@@ -105,34 +105,22 @@ def preview_config_source(
 def complete_boot(
     db: Database, secret: bytes, token: str, report: dict[str, str], source_ip: str | None
 ) -> Boot:
-    """The booted OS says it is up: consume the one-shot action, move the state on."""
+    """The booted OS says it is up: consume the one-shot action, move the state on.
+
+    A refusal raises :class:`BootTokenError` (with the boot and machine when known)
+    and changes nothing; the caller records it (:func:`bootbrain.machine.documents.complete`),
+    outside this transaction, which a refusal rolls back."""
     now = utcnow()
     th = security.token_hash(secret, token)
     with db.write() as s:
         boot = s.scalar(select(Boot).where(Boot.token_hash == th))
         if boot is None:
-            raise ForbiddenError("unknown boot token")
+            raise BootTokenError("unknown boot token")
         m = _machine_of_boot(s, boot, "unknown boot token")
         if boot.completed_at is not None:
-            add_event(
-                s,
-                "completion_refused",
-                "completion replayed",
-                machine_id=boot.machine_id,
-                ip=source_ip,
-                boot_id=boot.id,
-            )
-            raise ForbiddenError("this boot has already completed")
+            raise BootTokenError("this boot has already completed", boot.id, boot.machine_id)
         if boot.expires_at <= now:
-            add_event(
-                s,
-                "completion_refused",
-                "completion after the token expired",
-                machine_id=boot.machine_id,
-                ip=source_ip,
-                boot_id=boot.id,
-            )
-            raise ForbiddenError("boot token expired")
+            raise BootTokenError("boot token expired", boot.id, boot.machine_id)
         boot.completed_at = now
         data: dict[str, Any] = {
             "boot_id": boot.id,
@@ -143,10 +131,19 @@ def complete_boot(
         if m is not None:
             new_state = None
             nb = m.next_boot
-            if boot.step == "action" and nb is not None and nb.profile.name == boot.profile_name:
+            if (
+                boot.step == "action"
+                and nb is not None
+                and nb.profile.name == boot.profile_name
+                and nb.ref == boot.action_ref
+            ):
                 new_state = nb.complete_state or nb.profile.complete_state
                 m.next_boot = None
                 data["consumed_action"] = boot.profile_name
+            elif boot.step == "action" and nb is not None:
+                # A token from an earlier setting of the action: the boot completed,
+                # the action set since then has not.
+                data["action_not_consumed"] = "the boot was for an earlier one-shot action"
             elif m.profile is not None and m.profile.name == boot.profile_name:
                 new_state = m.profile.complete_state
             if new_state and new_state != m.state:

@@ -134,6 +134,7 @@ def _machine_select(dialect: str, base: Any, *extra: Any) -> Any:
         Network.dns,
         Network.domain,
         NextBoot.expires_at.label("nb_expires_at"),
+        NextBoot.ref.label("nb_ref"),
         select(_joined(MachineTag.tag, dialect))
         .where(MachineTag.machine_id == Machine.id)
         .scalar_subquery()
@@ -230,7 +231,9 @@ def _machine_of(reader: Reader, r: Row) -> bt.MachineView:
         product=r["product"],
         asset_tag=r["asset_tag"],
         profile=_profile_of(reader, r, "p_"),
-        next_boot=bt.NextBootView(profile=action, expires_at=r["nb_expires_at"])
+        next_boot=bt.NextBootView(
+            profile=action, expires_at=r["nb_expires_at"], ref=r["nb_ref"]
+        )
         if action is not None
         else None,
         static=static,

@@ -20,7 +20,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bootbrain import identity, schemas
+from bootbrain import identity, schemas, security
 from bootbrain.boot import types as bt
 from bootbrain.db import Database
 from bootbrain.errors import ConflictError, FieldError, IdentityError, NotFoundError
@@ -300,14 +300,18 @@ def set_next_boot(
         m = get_by_id(s, Machine, machine_id)
         profile = by_name(s, Profile, data.profile, "profile")
         expires = utcnow() + timedelta(seconds=data.expires_in or default_ttl)
+        # A new ref each time: a token issued for an earlier setting (the same profile
+        # or not) does not consume this one.
+        ref = security.new_action_ref()
         if m.next_boot is None:
             m.next_boot = NextBoot(
-                profile=profile, expires_at=expires, complete_state=data.complete_state
+                profile=profile, expires_at=expires, complete_state=data.complete_state, ref=ref
             )
         else:
             m.next_boot.profile = profile
             m.next_boot.expires_at = expires
             m.next_boot.complete_state = data.complete_state
+            m.next_boot.ref = ref
         m.updated_at = utcnow()  # bumps the version: the machine's ETag changes
         s.flush()
         add_event(

@@ -7,11 +7,11 @@ nothing else. It opens nothing once the boot has completed (the completion callb
 revokes it) or once it is older than ``boot_token_ttl``.
 
 Every refusal is counted on ``/metrics`` and recorded as a ``metadata_refused``
-event, through the event writer (off the request path) and at most
-:data:`REFUSAL_EVENTS_PER_MINUTE` a minute per process, so a flood of guesses cannot
-flood the database; the next recorded refusal says how many were left out. Every
-document released is recorded as a ``metadata`` event (which document, which boot,
-which address): who read a secret, and when.
+event (a refused completion as ``completion_refused``), through the event writer (off
+the request path) and at most :data:`REFUSAL_EVENTS_PER_MINUTE` a minute per process,
+so a flood of guesses cannot flood the database; the next recorded refusal says how
+many were left out. Every document released is recorded as a ``metadata`` event (which
+document, which boot, which address): who read a secret, and when.
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ def _refuse(
     ip: str | None,
     boot_id: str | None = None,
     machine_id: int | None = None,
+    kind: str = "metadata_refused",
 ) -> BootTokenError:
-    flow.count_failure("metadata_refused")
+    flow.count_failure(kind)
     record, suppressed = budget.take()
     if record:
         data: dict[str, Any] = {"document": document, "reason": reason}
@@ -89,7 +90,7 @@ def _refuse(
         writer.event(
             {
                 "at": utcnow(),
-                "kind": "metadata_refused",
+                "kind": kind,
                 "machine_id": machine_id,
                 "ip": ip,
                 "message": f"{document} refused: {reason}",
@@ -151,6 +152,33 @@ def serve(
     )
     return body
 
+
+def complete(
+    db: Database,
+    settings: Settings,
+    writer: EventWriter,
+    budget: RefusalBudget,
+    token: str,
+    report: dict[str, str],
+    ip: str | None,
+) -> str:
+    """The completion callback: the boot's id, or :class:`BootTokenError` (refused).
+
+    A refusal (unknown, replayed or expired token) is recorded as a
+    ``completion_refused`` event through the event writer, like a document's: the
+    completion's own transaction is rolled back with the refusal, and a flood of
+    guesses is held to the same budget."""
+    if not TOKEN_RE.fullmatch(token):
+        raise _refuse(writer, budget, "malformed boot token", "completion", ip, kind=_COMPLETION)
+    try:
+        return inventory.complete_boot(db, settings.secret(), token, report, ip).id
+    except BootTokenError as e:
+        raise _refuse(
+            writer, budget, e.reason, "completion", ip, e.boot_id, e.machine_id, kind=_COMPLETION
+        ) from None
+
+
+_COMPLETION: Final = "completion_refused"
 
 PREVIEW_TOKEN: Final = "PREVIEW-TOKEN"  # noqa: S105 - a placeholder shown to operators
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from bootbrain import inventory, schemas, security
 from bootbrain.boot import render
 from bootbrain.boot.decide import conflict, decide
 from bootbrain.boot.facts import parse_facts
-from bootbrain.boot.types import Decision, Facts, MachineView, RenderContext
+from bootbrain.boot.types import Decision, Facts, MachineView, RenderContext, RenderLimits
 from bootbrain.config import Settings
 from bootbrain.db import Database, DatabaseError, short_lock_waits
-from bootbrain.errors import BusyError
+from bootbrain.errors import BusyError, RenderError, RenderLimitError, TemplateProblem
 from bootbrain.inventory import discovery, lookup
 from bootbrain.metrics import metrics
 from bootbrain.models import utcnow
@@ -65,6 +65,11 @@ def render_context(
         done_url=f"{base_url}/boot/{token}/done" if token else None,
         metadata_url=f"{base_url}/boot/{token}/" if token else None,
         local_method=settings.local_boot_method,
+        limits=RenderLimits(
+            seconds=settings.render_max_seconds,
+            max_bytes=settings.render_max_bytes,
+            steps=settings.render_max_steps,
+        ),
     )
 
 
@@ -108,20 +113,23 @@ def answer_ipxe(
     token = security.new_boot_token() if _tokens_for(decision) else None
     boot_id = security.new_boot_id() if token else None
     ctx = render_context(settings, base_url, token, boot_id)
-    try:
-        script = render.render_decision(decision, machine, ctx)
-    except Exception:
-        log.exception("rendering %s for machine %s failed", decision.profile, decision.machine_id)
-        count_failure("render")
+    script, failure = _render(decision, machine, ctx)
+    if failure is not None:
+        log.error(
+            "rendering %s for machine %s failed",
+            decision.profile,
+            decision.machine_id,
+            exc_info=failure,
+        )
+        # render_limit: a template too costly for this machine (time, size); render:
+        # any other failure. Both boot from local disk.
+        count_failure("render_limit" if isinstance(failure, RenderLimitError) else "render")
         profile = decision.profile.name if decision.profile else None
         decision = Decision(
             "error",
             None,
             f"profile {profile} failed to render; booting from disk",
             machine_id=decision.machine_id,
-        )
-        script = render.render_error(
-            "boot script failed to render on the server", retry_seconds=None
         )
         token = boot_id = None
     if decision.step == "conflict":
@@ -151,12 +159,41 @@ def answer_ipxe(
             "token_hash": security.token_hash(settings.secret(), token),
             "profile_name": decision.profile.name if decision.profile else None,
             "step": decision.step,
+            "action_ref": decision.action_ref,
             "created_at": now,
             "expires_at": now + timedelta(seconds=settings.boot_token_ttl),
             "completed_at": None,
         }
     writer.boot(event=event, boot=boot, machine_id=decision.machine_id, at=now, ip=remote_ip)
     return Answer(script, decision, machine, boot_id)
+
+
+#: What a machine whose script failed to render reads (and boots from local disk).
+RENDER_FAILED: Final = "boot script failed to render on the server"
+
+
+def _render(
+    decision: Decision, machine: MachineView | None, ctx: RenderContext
+) -> tuple[str, Exception | None]:
+    """The decision's script, or the error script and why it is that (any failure of
+    the render: the machine must get a valid script whatever went wrong)."""
+    try:
+        return render.render_decision(decision, machine, ctx), None
+    except Exception as e:
+        return render.render_error(RENDER_FAILED, retry_seconds=None), e
+
+
+def _explain_failure(e: Exception) -> schemas.PreviewProblem:
+    """What the boot preview says of a failed render: the operator's field and line
+    where the failure is theirs to fix."""
+    if isinstance(e, TemplateProblem):
+        return schemas.PreviewProblem(field=e.field, line=e.line, message=e.message)
+    if isinstance(e, RenderError):
+        return schemas.PreviewProblem(field=None, line=None, message=str(e))
+    log.error("boot preview: the render failed unexpectedly", exc_info=e)
+    return schemas.PreviewProblem(
+        field=None, line=None, message=f"unexpected {type(e).__name__} (logged on the server)"
+    )
 
 
 def _facts_record(facts: Facts) -> dict[str, Any]:
@@ -184,18 +221,35 @@ def _preview_context(settings: Settings, base_url: str, decision: Decision) -> R
 
 
 def preview(db: Database, settings: Settings, facts: Facts, base_url: str) -> schemas.PreviewOut:
-    """The exact script a machine with these facts gets now; records nothing."""
+    """The exact script a machine with these facts gets now; records nothing.
+
+    When the render fails the machine gets an error script and boots from local disk:
+    the preview shows that script, step ``error``, the profile that failed, and the
+    ``problem`` (which field, which line, what)."""
     decision, machine = decide_for(db, settings, facts, register=False)
-    script = render.render_decision(
-        decision, machine, _preview_context(settings, base_url, decision)
-    )
+    script, failure = _render(decision, machine, _preview_context(settings, base_url, decision))
+    profile = decision.profile.name if decision.profile else None
+    if failure is None:
+        return schemas.PreviewOut(
+            machine_id=decision.machine_id,
+            step=decision.step,
+            profile=profile,
+            rule=decision.rule,
+            reason=decision.reason,
+            script=script,
+        )
+    problem = _explain_failure(failure)
     return schemas.PreviewOut(
         machine_id=decision.machine_id,
-        step=decision.step,
-        profile=decision.profile.name if decision.profile else None,
+        step="error",
+        profile=profile,
         rule=decision.rule,
-        reason=decision.reason,
+        reason=(
+            f"{decision.reason}; but profile {profile} failed to render for this machine "
+            f"({problem.describe()}), so it boots from local disk"
+        ),
         script=script,
+        problem=problem,
     )
 
 

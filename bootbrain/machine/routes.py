@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.wsgi import get_host, wrap_file
 
-from bootbrain import identity, inventory
+from bootbrain import identity
 from bootbrain.boot.documents import JSON_DOCUMENT, NOCLOUD_FILES
 from bootbrain.boot.render import render_bootstrap
 from bootbrain.errors import BootTokenError, DocumentRenderError, ForbiddenError, IdentityError
@@ -180,13 +180,19 @@ def done(token: str) -> Response:
     report = {k: v[:256] for k, v in list(request.form.items())[:16]}
     services = _services()
     try:
-        boot = inventory.complete_boot(
-            services.db, services.settings.secret(), token[:128], report, request.remote_addr
+        boot_id = documents.complete(
+            services.db,
+            services.settings,
+            services.events,
+            services.refusals,
+            token[:128],
+            report,
+            request.remote_addr,
         )
     except ForbiddenError as e:
         log.warning("completion refused from %s: %s", request.remote_addr, e)
         return text_error(403, "refused", str(e))
-    return Response(f"ok {boot.id}\n", status=200, mimetype="text/plain")
+    return Response(f"ok {boot_id}\n", status=200, mimetype="text/plain")
 
 
 @bp.get("/tftp/<name>")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,69 @@ def test_wrong_and_expired_tokens_are_403_and_change_nothing(
     assert api.get(f"/machines/{mid}").json["next_boot"]["profile"] == "installer"
 
 
+def test_refused_completions_are_recorded(
+    api: Api,
+    client: FlaskClient,
+    app: Flask,
+    db,
+    inventory: dict,  # type: ignore[no-untyped-def]
+) -> None:
+    """A refusal's 403 must not take its event with it (it used to be rolled back)."""
+    mid = inventory["id"]
+    api.put(f"/machines/{mid}/next-boot", {"profile": "installer"}, expect=200)
+    path = done_url(boot(client)).removeprefix("http://bootbrain.test")
+    flush(app)
+    assert client.post(path).status_code == 200
+    assert client.post(path).status_code == 403  # replayed
+    assert client.post("/boot/" + "x" * 43 + "/done").status_code == 403  # wrong
+    api.put(f"/machines/{mid}/next-boot", {"profile": "installer"}, expect=200)
+    path = done_url(boot(client)).removeprefix("http://bootbrain.test")
+    flush(app)
+    with db.write() as s:
+        s.execute(update(Boot).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert client.post(path).status_code == 403  # expired
+    flush(app)
+    refused = api.get("/events?kind=completion_refused", expect=200).json["items"]
+    assert [(e["machine_id"], e["data"]["reason"]) for e in refused] == [
+        (mid, "this boot has already completed"),
+        (None, "unknown boot token"),
+        (mid, "boot token expired"),
+    ]
+    assert all(e["data"]["boot_id"] for e in (refused[0], refused[2]))
+    assert all(e["ip"] for e in refused)
+
+
+@pytest.mark.parametrize("reset", ["cancel-and-set", "set-again"])
+def test_a_stale_token_does_not_consume_a_newly_set_action(
+    api: Api, client: FlaskClient, app: Flask, inventory: dict, reset: str
+) -> None:
+    """A token left unused from an earlier action with the same profile completes its
+    own boot, and leaves the action set since then to the boot that action issues."""
+    mid = inventory["id"]
+    api.put(f"/machines/{mid}/next-boot", {"profile": "installer"}, expect=200)
+    stale = done_url(boot(client)).removeprefix("http://bootbrain.test")
+    if reset == "cancel-and-set":
+        api.delete(f"/machines/{mid}/next-boot", expect=204)
+    api.put(
+        f"/machines/{mid}/next-boot",
+        {"profile": "installer", "complete_state": "deployed"},
+        expect=200,
+    )
+    flush(app)
+    assert client.post(stale).status_code == 200  # its own boot did complete
+    m = api.get(f"/machines/{mid}", expect=200).json
+    assert m["next_boot"]["profile"] == "installer"
+    assert m["state"] == "ready"
+    fresh = done_url(boot(client)).removeprefix("http://bootbrain.test")
+    flush(app)
+    assert client.post(fresh).status_code == 200
+    m = api.get(f"/machines/{mid}", expect=200).json
+    assert m["next_boot"] is None
+    assert m["state"] == "deployed"
+    events = api.get(f"/events?machine_id={mid}&kind=completion", expect=200).json["items"]
+    assert ["consumed_action" in e["data"] for e in events] == [False, True]
+
+
 def test_expired_action_is_ignored(api: Api, client: FlaskClient, db, inventory: dict) -> None:  # type: ignore[no-untyped-def]
     api.put(f"/machines/{inventory['id']}/next-boot", {"profile": "installer"}, expect=200)
     with db.write() as s:
@@ -234,6 +298,65 @@ def test_preview_records_nothing(api: Api, app: Flask, inventory: dict) -> None:
     assert "ip=10.200.0.50::10.200.0.1" in out["script"]
     flush(app)
     assert api.get("/events?kind=boot").json["items"] == []
+
+
+def test_preview_explains_a_render_failure(
+    api: Api, client: FlaskClient, inventory: dict
+) -> None:
+    """The preview shows what /ipxe serves when the profile fails for this machine
+    (the error script, local boot) and names the field, instead of a 500."""
+    api.post(
+        "/profiles",
+        {
+            "name": "tagged",
+            "kind": "linux",
+            "kernel": "{{ assets }}/vmlinuz",
+            "cmdline": "console=ttyS0 tags={{ machine.tags|join(' ') }}",
+        },
+        expect=201,  # the sample machine has one tag
+    )
+    mid = inventory["id"]
+    api.patch(f"/machines/{mid}", {"profile": "tagged", "tags": ["gpu", "rack1"]}, expect=200)
+    out = api.get(f"/machines/{mid}/boot-preview", expect=200).json
+    served = boot(client)
+    assert out["script"] == served
+    assert "vmlinuz" not in served
+    assert out["step"] == "error"
+    assert out["profile"] == "tagged"
+    assert out["problem"]["field"] == "cmdline"
+    assert "splits or removes words" in out["problem"]["message"]
+    assert "profile tagged failed to render for this machine (cmdline" in out["reason"]
+
+
+def test_a_template_too_costly_for_this_machine_fails_closed(
+    api: Api, client: FlaskClient, app: Flask, inventory: dict
+) -> None:
+    """Cheap for the sample machine (so it is saved), some 10^10 loop iterations for
+    node-var: the boot gets the error script (local boot) within the render bound,
+    counted on /metrics, instead of holding the worker for seconds."""
+    api.post(
+        "/profiles",
+        {
+            "name": "costly",
+            "kind": "ipxe",
+            "script": "{% if machine.hostname != 'node-1' %}{% for a in range(100000) %}"
+            "{% for b in range(100000) %}{% endfor %}{% endfor %}{% endif %}echo hi\n",
+        },
+        expect=201,
+    )
+    mid = inventory["id"]
+    api.patch(f"/machines/{mid}", {"profile": "costly"}, expect=200)
+    start = time.monotonic()
+    script = boot(client)
+    assert time.monotonic() - start < 2
+    assert "echo bootbrain: boot script failed to render on the server" in script
+    assert "echo hi" not in script
+    assert re.search(r"^exit$", script, re.M)
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert re.search(r'kind="render_limit"\} [1-9]', metrics), metrics
+    out = api.get(f"/machines/{mid}/boot-preview", expect=200).json
+    assert out["step"] == "error"
+    assert out["problem"]["field"] == "script"
 
 
 def test_database_down_still_gets_a_script(client: FlaskClient, app: Flask) -> None:

@@ -158,6 +158,25 @@ def test_next_boot_set_shown_rendered_and_cancelled(site: Cli) -> None:
     assert site.machine(m["id"])["next_boot"] is None
 
 
+def test_render_explains_a_profile_that_fails_for_this_machine(site: Cli) -> None:
+    """Valid for the sample machine, not for one with two tags: the machine boots from
+    disk, and ``render`` says why instead of a traceback."""
+    site.run(
+        "profile", "add", "--set", "name=tagged", "--set", "kind=linux",
+        "--set", "kernel={{ assets }}/vmlinuz",
+        "--set", "cmdline=tags={{ machine.tags|join(' ') }}",
+    )  # fmt: skip
+    add(site, "--hostname", "node-01", "--mac", "52:54:00:aa:cc:01", "--profile", "tagged",
+        "--tag", "gpu", "--tag", "rack1")  # fmt: skip
+    render = site.run("render", "--mac", "52:54:00:aa:cc:01", code=1)
+    assert "step error, profile tagged" in render.stderr
+    assert "# render failed: cmdline" in render.stderr
+    assert "splits or removes words" in render.stderr
+    assert render.stdout.startswith("#!ipxe\n")
+    assert "echo bootbrain: boot script failed to render on the server" in render.stdout
+    assert "vmlinuz" not in render.stdout
+
+
 def test_config_prints_the_booted_os_documents(site: Cli) -> None:
     m = add(site, "--hostname", "node-01", "--mac", "52:54:00:aa:cc:01", "--profile", "installer",
             "--network", "rack1", "--address", "10.20.0.50")  # fmt: skip

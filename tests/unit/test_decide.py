@@ -103,11 +103,12 @@ DELL_EFI = facts(
 
 
 def test_active_action_wins_over_everything() -> None:
-    m = machine(profile=DISK, next_boot=NextBootView(RESCUE, NOW + timedelta(hours=1)))
+    m = machine(profile=DISK, next_boot=NextBootView(RESCUE, NOW + timedelta(hours=1), "r1"))
     d = decide(m, [rule()], DELL_EFI, DEFAULT, NOW)
     assert d.step == "action"
     assert d.profile == RESCUE
     assert d.machine_id == 7
+    assert d.action_ref == "r1"  # what the boot's completion may consume
     assert "one-shot action: profile 'rescue'" in d.reason
 
 
