@@ -15,6 +15,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -613,7 +614,9 @@ class LeaseEventIn(_In):
     hostname: Annotated[str, StringConstraints(max_length=253)] | None = None
     user_class: Annotated[str, StringConstraints(max_length=64)] | None = None
     arch: int | None = Field(default=None, ge=0, le=65535)
-    at: datetime | None = None
+    at: AwareDatetime | None = Field(
+        default=None, description="when the server saw it, with its UTC offset (…Z)"
+    )
 
 
 class Accepted(BaseModel):
@@ -682,7 +685,9 @@ class EventQuery(PageQuery):
     machine_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z_.]{1,32}$")] | None = None
     mac: Mac | None = None
-    since: datetime | None = None
+    since: AwareDatetime | None = Field(
+        default=None, description="a date and time with its UTC offset (2026-01-01T00:00:00Z)"
+    )
 
 
 class MachinePage(BaseModel):

@@ -7,6 +7,7 @@ checks, ETag / If-Match, and who the actor of a change is.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from flask import Response, current_app, g, jsonify, request
@@ -20,6 +21,13 @@ from bootbrain.services import Services
 from .errors import BadBodyError, spectree_before
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+#: Deepest JSON a write body may nest. Python's parser recurses once per level, so a
+#: body nested near its recursion limit would fail as an internal error, not a 400.
+MAX_BODY_DEPTH = 64
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_NESTING = re.compile(rb"[\[\]{}]")
 
 spec = SpecTree(
     "flask",
@@ -80,9 +88,23 @@ def check_body() -> None:
         return
     if request.mimetype != "application/json":
         raise BadBodyError(415, "send the body as application/json")
+    if _nesting(request.get_data(cache=True)) > MAX_BODY_DEPTH:
+        raise BadBodyError(400, f"the body nests deeper than {MAX_BODY_DEPTH} levels")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise BadBodyError(400, "the body is not a JSON object")
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest, strings skipped, unparsed."""
+    depth = deepest = 0
+    for m in _JSON_NESTING.finditer(_JSON_STRING.sub(b'""', raw)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def if_match() -> int | None:
