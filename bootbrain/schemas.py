@@ -141,6 +141,19 @@ Kind = ProfileKind
 Scope = TokenScope
 
 
+def _not_null(value: Any) -> Any:
+    """For a PATCH: a field left out stays unchanged; an explicit null would store a
+    NULL the column and every later read of the row cannot take."""
+    if value is None:
+        raise ValueError("may not be null: leave the field out to keep it")
+    return value
+
+
+def _null_is_empty(value: Any) -> Any:
+    """For a PATCH: an explicit null on a list means what [] means."""
+    return [] if value is None else value
+
+
 class _FromRow(BaseModel):
     """A response read straight off an ORM row's attributes."""
 
@@ -250,6 +263,8 @@ class MachineUpdate(_In):
         if value is None:
             return {} if info.field_name == "metadata" else []
         return value
+
+    _state_not_null = field_validator("state", mode="before")(_not_null)
 
     @model_validator(mode="after")
     def _unique_macs(self) -> MachineUpdate:
@@ -385,6 +400,9 @@ class NetworkUpdate(_In):
     domain: Domain | None = None
     vlan_id: int | None = Field(default=None, ge=1, le=4094)
 
+    _name_not_null = field_validator("name", mode="before")(_not_null)
+    _dns_null_clears = field_validator("dns", mode="before")(_null_is_empty)
+
 
 class NetworkOut(_FromRow):
     id: int
@@ -460,6 +478,8 @@ class ProfileIn(ProfileFields):
 class ProfileUpdate(ProfileFields):
     name: Name | None = None
     kind: Kind | None = None
+
+    _not_null = field_validator("name", "kind", mode="before")(_not_null)
 
 
 class ProfileOut(BaseModel):
@@ -538,6 +558,9 @@ class RuleUpdate(_In):
     buildarch: Buildarch | None = None
     platform: Platform | None = None
     tags: Annotated[list[Tag], Field(max_length=16)] | None = None
+
+    _not_null = field_validator("name", "profile", "priority", mode="before")(_not_null)
+    _tags_null_clears = field_validator("tags", mode="before")(_null_is_empty)
 
 
 class RuleOut(BaseModel):
