@@ -105,6 +105,8 @@ LongText = Annotated[
 ]
 Name = Annotated[str, StringConstraints(pattern=_anchored(NAME_RE))]
 Mac = Annotated[str, StringConstraints(max_length=32), _as(identity.canonical_mac)]
+#: A MAC that identifies a machine (NICs, lease events): junk MACs are refused.
+BootMac = Annotated[str, StringConstraints(max_length=32), _as(identity.boot_mac)]
 Uuid = Annotated[str, StringConstraints(max_length=45), _as(identity.canonical_uuid)]
 Hostname = Annotated[str, StringConstraints(max_length=63), _as(identity.canonical_hostname)]
 Interface = Annotated[str, StringConstraints(pattern=_anchored(INTERFACE_RE))]
@@ -172,7 +174,7 @@ class _In(BaseModel):
 
 
 class NicIn(_In):
-    mac: Mac
+    mac: BootMac
     name: Interface | None = None
     boot: bool = False
 
@@ -632,7 +634,7 @@ class LeaseEventIn(_In):
     )
     source: LeaseSource
     action: LeaseAction
-    mac: Mac
+    mac: BootMac
     ip: IPv4
     hostname: Annotated[str, StringConstraints(max_length=253)] | None = None
     user_class: Annotated[str, StringConstraints(max_length=64)] | None = None
