@@ -75,6 +75,16 @@ def _ipv4(value: str) -> str:
         raise ValueError(f"not an IPv4 address: {value!r}") from None
 
 
+def _unicast(value: str) -> str:
+    """An address a DHCP server can lease to one host."""
+    ip = IPv4Address(_ipv4(value))
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_reserved:
+        raise ValueError(f"{ip} is not a host's unicast address")
+    if ip.is_link_local:
+        raise ValueError(f"{ip} is link-local, never a DHCP lease")
+    return str(ip)
+
+
 def _cidr(value: str) -> str:
     try:
         return str(IPv4Network(value.strip(), strict=True))
@@ -112,6 +122,7 @@ Hostname = Annotated[str, StringConstraints(max_length=63), _as(identity.canonic
 Interface = Annotated[str, StringConstraints(pattern=_anchored(INTERFACE_RE))]
 Tag = Annotated[str, StringConstraints(pattern=_anchored(TAG_RE))]
 IPv4 = Annotated[str, StringConstraints(max_length=39), AfterValidator(_ipv4)]
+LeaseIPv4 = Annotated[str, StringConstraints(max_length=39), AfterValidator(_unicast)]
 Cidr = Annotated[str, StringConstraints(max_length=43), AfterValidator(_cidr)]
 Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_url)]
 Domain = Annotated[str, StringConstraints(max_length=253), AfterValidator(_domain)]
@@ -635,9 +646,13 @@ class LeaseEventIn(_In):
     source: LeaseSource
     action: LeaseAction
     mac: BootMac
-    ip: IPv4
-    hostname: Annotated[str, StringConstraints(max_length=253)] | None = None
-    user_class: Annotated[str, StringConstraints(max_length=64)] | None = None
+    ip: LeaseIPv4
+    hostname: (
+        Annotated[str, StringConstraints(max_length=253), AfterValidator(_one_line)] | None
+    ) = None
+    user_class: (
+        Annotated[str, StringConstraints(max_length=64), AfterValidator(_one_line)] | None
+    ) = None
     arch: int | None = Field(default=None, ge=0, le=65535)
     at: AwareDatetime | None = Field(
         default=None, description="when the server saw it, with its UTC offset (…Z)"
