@@ -124,7 +124,43 @@ def etag(version: int) -> dict[str, Any]:
 
 def openapi_document() -> Response:
     """The OpenAPI document, generated from the decorated views."""
-    return jsonify(_with_problem_media(spec.spec))
+    return jsonify(_with_links(_with_problem_media(spec.spec)))
+
+
+def _with_links(document: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI links: the id a create (or a change) answers opens every operation on
+    that item, so clients and stateful fuzzers can follow a write with its reads."""
+    paths = document.get("paths", {})
+    for path, operations in paths.items():
+        item_ops = [
+            (method, op)
+            for other, ops in paths.items()
+            if other.startswith(f"{path}/{{item_id}}")
+            for method, op in ops.items()
+            if "operationId" in op
+        ]
+        sources = [(operations.get("post"), "201")]
+        if path.endswith("/{item_id}"):
+            item_ops = [
+                (method, op)
+                for other, ops in paths.items()
+                if other.startswith(path)
+                for method, op in ops.items()
+                if "operationId" in op
+            ]
+            sources = [(operations.get(m), "200") for m in ("patch", "put")]
+        for source, code in sources:
+            response = (source or {}).get("responses", {}).get(code)
+            if response is None or not item_ops:
+                continue
+            response["links"] = {
+                op["operationId"]: {
+                    "operationId": op["operationId"],
+                    "parameters": {"item_id": "$response.body#/id"},
+                }
+                for _, op in item_ops
+            }
+    return document
 
 
 def _with_problem_media(document: dict[str, Any]) -> dict[str, Any]:
