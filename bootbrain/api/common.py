@@ -160,7 +160,23 @@ def _with_links(document: dict[str, Any]) -> dict[str, Any]:
                 }
                 for _, op in item_ops
             }
+    for source, target in _NAME_LINKS:
+        response = paths.get(source, {}).get("post", {}).get("responses", {}).get("201")
+        op = paths.get(target, {}).get("post", {})
+        if response is not None and "operationId" in op:
+            field = source.rsplit("/", 1)[1].removesuffix("s")
+            response.setdefault("links", {})[op["operationId"]] = {
+                "operationId": op["operationId"],
+                "requestBody": {field: "$response.body#/name"},
+            }
     return document
+
+
+#: A create whose name another create refers to (a rule or machine names its profile).
+_NAME_LINKS = (
+    ("/api/v1/profiles", "/api/v1/rules"),
+    ("/api/v1/profiles", "/api/v1/machines"),
+)
 
 
 def _with_problem_media(document: dict[str, Any]) -> dict[str, Any]:
