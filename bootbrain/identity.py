@@ -17,10 +17,12 @@ __all__ = [
     "JUNK_SERIALS",
     "JUNK_UUIDS",
     "IdentityError",
+    "boot_mac",
     "canonical_hostname",
     "canonical_mac",
     "canonical_uuid",
     "check_address_in",
+    "is_junk_mac",
     "is_junk_serial",
     "is_junk_uuid",
     "serial_key",
@@ -85,6 +87,25 @@ def canonical_mac(value: str) -> str:
     if not _HEX_MAC.fullmatch(v):
         raise IdentityError(f"not a MAC address: {value!r}")
     return ":".join(v[i : i + 2] for i in range(0, 12, 2))
+
+
+def is_junk_mac(mac: str) -> bool:
+    """All-zero, broadcast, or a group (multicast) address: never one NIC's own.
+
+    ``mac`` is canonical. The group bit is the lowest bit of the first octet; a NIC's
+    burnt-in or locally administered address always has it clear.
+    """
+    return mac in ("00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff") or int(mac[:2], 16) & 1 == 1
+
+
+def boot_mac(value: str) -> str:
+    """The canonical MAC, if it can identify one machine's NIC (not junk)."""
+    mac = canonical_mac(value)
+    if is_junk_mac(mac):
+        raise IdentityError(
+            f"{mac} is not one NIC's address (all-zero, broadcast or multicast)"
+        )
+    return mac
 
 
 def canonical_uuid(value: str) -> str:

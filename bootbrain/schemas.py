@@ -15,6 +15,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -74,6 +75,16 @@ def _ipv4(value: str) -> str:
         raise ValueError(f"not an IPv4 address: {value!r}") from None
 
 
+def _unicast(value: str) -> str:
+    """An address a DHCP server can lease to one host."""
+    ip = IPv4Address(_ipv4(value))
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_reserved:
+        raise ValueError(f"{ip} is not a host's unicast address")
+    if ip.is_link_local:
+        raise ValueError(f"{ip} is link-local, never a DHCP lease")
+    return str(ip)
+
+
 def _cidr(value: str) -> str:
     try:
         return str(IPv4Network(value.strip(), strict=True))
@@ -104,11 +115,14 @@ LongText = Annotated[
 ]
 Name = Annotated[str, StringConstraints(pattern=_anchored(NAME_RE))]
 Mac = Annotated[str, StringConstraints(max_length=32), _as(identity.canonical_mac)]
+#: A MAC that identifies a machine (NICs, lease events): junk MACs are refused.
+BootMac = Annotated[str, StringConstraints(max_length=32), _as(identity.boot_mac)]
 Uuid = Annotated[str, StringConstraints(max_length=45), _as(identity.canonical_uuid)]
 Hostname = Annotated[str, StringConstraints(max_length=63), _as(identity.canonical_hostname)]
 Interface = Annotated[str, StringConstraints(pattern=_anchored(INTERFACE_RE))]
 Tag = Annotated[str, StringConstraints(pattern=_anchored(TAG_RE))]
 IPv4 = Annotated[str, StringConstraints(max_length=39), AfterValidator(_ipv4)]
+LeaseIPv4 = Annotated[str, StringConstraints(max_length=39), AfterValidator(_unicast)]
 Cidr = Annotated[str, StringConstraints(max_length=43), AfterValidator(_cidr)]
 Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_url)]
 Domain = Annotated[str, StringConstraints(max_length=253), AfterValidator(_domain)]
@@ -140,6 +154,19 @@ Kind = ProfileKind
 Scope = TokenScope
 
 
+def _not_null(value: Any) -> Any:
+    """For a PATCH: a field left out stays unchanged; an explicit null would store a
+    NULL the column and every later read of the row cannot take."""
+    if value is None:
+        raise ValueError("may not be null: leave the field out to keep it")
+    return value
+
+
+def _null_is_empty(value: Any) -> Any:
+    """For a PATCH: an explicit null on a list means what [] means."""
+    return [] if value is None else value
+
+
 class _FromRow(BaseModel):
     """A response read straight off an ORM row's attributes."""
 
@@ -158,7 +185,7 @@ class _In(BaseModel):
 
 
 class NicIn(_In):
-    mac: Mac
+    mac: BootMac
     name: Interface | None = None
     boot: bool = False
 
@@ -249,6 +276,8 @@ class MachineUpdate(_In):
         if value is None:
             return {} if info.field_name == "metadata" else []
         return value
+
+    _state_not_null = field_validator("state", mode="before")(_not_null)
 
     @model_validator(mode="after")
     def _unique_macs(self) -> MachineUpdate:
@@ -384,6 +413,9 @@ class NetworkUpdate(_In):
     domain: Domain | None = None
     vlan_id: int | None = Field(default=None, ge=1, le=4094)
 
+    _name_not_null = field_validator("name", mode="before")(_not_null)
+    _dns_null_clears = field_validator("dns", mode="before")(_null_is_empty)
+
 
 class NetworkOut(_FromRow):
     id: int
@@ -467,6 +499,8 @@ class ProfileUpdate(ProfileFields):
     name: Name | None = None
     kind: Kind | None = None
 
+    _not_null = field_validator("name", "kind", mode="before")(_not_null)
+
 
 class ProfileOut(BaseModel):
     id: int
@@ -547,6 +581,9 @@ class RuleUpdate(_In):
     platform: Platform | None = None
     tags: Annotated[list[Tag], Field(max_length=16)] | None = None
 
+    _not_null = field_validator("name", "profile", "priority", mode="before")(_not_null)
+    _tags_null_clears = field_validator("tags", mode="before")(_null_is_empty)
+
 
 class RuleOut(BaseModel):
     id: int
@@ -617,12 +654,18 @@ class LeaseEventIn(_In):
     )
     source: LeaseSource
     action: LeaseAction
-    mac: Mac
-    ip: IPv4
-    hostname: Annotated[str, StringConstraints(max_length=253)] | None = None
-    user_class: Annotated[str, StringConstraints(max_length=64)] | None = None
+    mac: BootMac
+    ip: LeaseIPv4
+    hostname: (
+        Annotated[str, StringConstraints(max_length=253), AfterValidator(_one_line)] | None
+    ) = None
+    user_class: (
+        Annotated[str, StringConstraints(max_length=64), AfterValidator(_one_line)] | None
+    ) = None
     arch: int | None = Field(default=None, ge=0, le=65535)
-    at: datetime | None = None
+    at: AwareDatetime | None = Field(
+        default=None, description="when the server saw it, with its UTC offset (…Z)"
+    )
 
 
 class Accepted(BaseModel):
@@ -705,7 +748,9 @@ class EventQuery(PageQuery):
     machine_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z_.]{1,32}$")] | None = None
     mac: Mac | None = None
-    since: datetime | None = None
+    since: AwareDatetime | None = Field(
+        default=None, description="a date and time with its UTC offset (2026-01-01T00:00:00Z)"
+    )
 
 
 class BootsQuery(_In):

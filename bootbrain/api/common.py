@@ -7,6 +7,7 @@ checks, ETag / If-Match, and who the actor of a change is.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from flask import Response, current_app, g, jsonify, request
@@ -23,6 +24,13 @@ from .errors import BadBodyError, spectree_before
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: The view the DHCP hooks post to (``api.lease_event``; see resources.py).
 LEASE_EVENT_ENDPOINT = "api.lease_event"
+
+#: Deepest JSON a write body may nest. Python's parser recurses once per level, so a
+#: body nested near its recursion limit would fail as an internal error, not a 400.
+MAX_BODY_DEPTH = 64
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_NESTING = re.compile(rb"[\[\]{}]")
 
 spec = SpecTree(
     "flask",
@@ -91,9 +99,23 @@ def check_body() -> None:
         return
     if request.mimetype != "application/json":
         raise BadBodyError(415, "send the body as application/json")
+    if _nesting(request.get_data(cache=True)) > MAX_BODY_DEPTH:
+        raise BadBodyError(400, f"the body nests deeper than {MAX_BODY_DEPTH} levels")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise BadBodyError(400, "the body is not a JSON object")
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest, strings skipped, unparsed."""
+    depth = deepest = 0
+    for m in _JSON_NESTING.finditer(_JSON_STRING.sub(b'""', raw)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def if_match() -> int | None:
@@ -113,7 +135,59 @@ def etag(version: int) -> dict[str, Any]:
 
 def openapi_document() -> Response:
     """The OpenAPI document, generated from the decorated views."""
-    return jsonify(_with_problem_media(spec.spec))
+    return jsonify(_with_links(_with_problem_media(spec.spec)))
+
+
+def _with_links(document: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI links: the id a create (or a change) answers opens every operation on
+    that item, so clients and stateful fuzzers can follow a write with its reads."""
+    paths = document.get("paths", {})
+    for path, operations in paths.items():
+        item_ops = [
+            (method, op)
+            for other, ops in paths.items()
+            if other.startswith(f"{path}/{{item_id}}")
+            for method, op in ops.items()
+            if "operationId" in op
+        ]
+        sources = [(operations.get("post"), "201")]
+        if path.endswith("/{item_id}"):
+            item_ops = [
+                (method, op)
+                for other, ops in paths.items()
+                if other.startswith(path)
+                for method, op in ops.items()
+                if "operationId" in op
+            ]
+            sources = [(operations.get(m), "200") for m in ("patch", "put")]
+        for source, code in sources:
+            response = (source or {}).get("responses", {}).get(code)
+            if response is None or not item_ops:
+                continue
+            response["links"] = {
+                op["operationId"]: {
+                    "operationId": op["operationId"],
+                    "parameters": {"item_id": "$response.body#/id"},
+                }
+                for _, op in item_ops
+            }
+    for source, target in _NAME_LINKS:
+        response = paths.get(source, {}).get("post", {}).get("responses", {}).get("201")
+        op = paths.get(target, {}).get("post", {})
+        if response is not None and "operationId" in op:
+            field = source.rsplit("/", 1)[1].removesuffix("s")
+            response.setdefault("links", {})[op["operationId"]] = {
+                "operationId": op["operationId"],
+                "requestBody": {field: "$response.body#/name"},
+            }
+    return document
+
+
+#: A create whose name another create refers to (a rule or machine names its profile).
+_NAME_LINKS = (
+    ("/api/v1/profiles", "/api/v1/rules"),
+    ("/api/v1/profiles", "/api/v1/machines"),
+)
 
 
 def _with_problem_media(document: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ Rules (BRIEF "Query-string traps"):
   same value and identity still works) and recorded as a problem. A value with
   control characters (NUL included) is dropped: SMBIOS strings cannot contain them,
   and PostgreSQL text cannot hold NUL. Values are stripped; empty means absent.
-* ``mac`` is canonicalised with :func:`bootbrain.identity.canonical_mac`.
+* ``mac`` is canonicalised with :func:`bootbrain.identity.canonical_mac`; a junk MAC
+  (all-zero, broadcast, multicast: :func:`bootbrain.identity.is_junk_mac`) becomes None.
 * ``uuid`` is canonicalised; all-zero and all-F UUIDs mean "not set" and become None.
   Other junk (placeholder UUIDs, "To be filled by O.E.M." serials) is kept here as
   claimed: the lookup ignores it through :func:`bootbrain.identity.uuid_key` and
@@ -40,7 +41,7 @@ import re
 import unicodedata
 from urllib.parse import unquote_to_bytes
 
-from bootbrain.identity import IdentityError, canonical_mac, canonical_uuid
+from bootbrain.identity import IdentityError, canonical_mac, canonical_uuid, is_junk_mac
 
 from .types import Facts
 
@@ -125,10 +126,14 @@ def _decode_mac(raw: bytes, problems: _Problems) -> str | None:
     if not raw:
         return None
     try:
-        return canonical_mac(raw.decode("ascii"))
+        mac = canonical_mac(raw.decode("ascii"))
     except (UnicodeDecodeError, IdentityError):
         problems.add(f"mac: not a MAC address: {_show(raw)}")
         return None
+    if is_junk_mac(mac):
+        problems.add(f"mac: {mac} is not one NIC's address; ignored")
+        return None
+    return mac
 
 
 def _decode_word(name: str, raw: bytes, problems: _Problems) -> str | None:

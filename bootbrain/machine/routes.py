@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import re
 import stat
 import time
 from collections.abc import Callable, Iterable
@@ -174,10 +175,24 @@ class IpxeFastPath:
         return [] if method == "HEAD" else [body]
 
 
+#: The completion report: at most this many fields are kept, each value cut to this
+#: length; a key outside the pattern or a NUL in a value refuses the report.
+MAX_REPORT_FIELDS = 16
+MAX_REPORT_VALUE = 256
+_REPORT_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 @bp.post("/boot/<token>/done")
 def done(token: str) -> Response:
     """The booted OS reports completion with its per-boot token."""
-    report = {k: v[:256] for k, v in list(request.form.items())[:16]}
+    report = {k: v[:MAX_REPORT_VALUE] for k, v in list(request.form.items())[:MAX_REPORT_FIELDS]}
+    bad = next((k for k, v in report.items() if not _REPORT_KEY.fullmatch(k) or "\x00" in v), None)
+    if bad is not None:
+        return text_error(
+            400,
+            "refused",
+            f"report keys are 1-64 of [A-Za-z0-9_.-], values hold no NUL: {bad[:64]!r}",
+        )
     services = _services()
     try:
         boot_id = documents.complete(

@@ -117,3 +117,43 @@ def test_missing_resources_are_404(api: Api) -> None:
 def test_oversized_body_is_413(api: Api) -> None:
     resp = api.post("/machines", {"notes": "x" * (2 * 1024 * 1024)})
     assert resp.status_code == 413
+
+
+def test_events_since_a_date_without_time_is_422_naming_since(api: Api) -> None:
+    resp = api.get("/events?since=2026-01-01", expect=422)
+    assert resp.mimetype == "application/problem+json"
+    assert "since" in [e["field"] for e in resp.json["errors"]], resp.json
+    assert api.get("/events?since=2099-01-01T00:00:00Z", expect=200).json["items"] == []
+
+
+def test_lease_event_with_a_naive_time_is_422_naming_at(api: Api) -> None:
+    body = {
+        "id": "naive-time-0001",
+        "source": "dnsmasq",
+        "action": "add",
+        "mac": "52:54:00:aa:cc:01",
+        "ip": "10.0.0.5",
+        "at": "2026-01-01T00:00:00",
+    }
+    resp = api.post("/lease-events", body, expect=422)
+    assert resp.mimetype == "application/problem+json"
+    assert "at" in [e["field"] for e in resp.json["errors"]], resp.json
+    assert api.get("/events?kind=lease").json["items"] == []
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 100_000])
+def test_deeply_nested_body_is_400_naming_the_body(api: Api, depth: int) -> None:
+    raw = '{"notes": ' + "[" * depth + "]" * depth + "}"
+    resp = api.client.post(
+        "/api/v1/machines", data=raw, content_type="application/json", headers=api.headers
+    )
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.mimetype == "application/problem+json"
+    assert [e["field"] for e in resp.json["errors"]] == ["body"]
+    assert api.get("/machines").json["items"] == []
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(api: Api) -> None:
+    notes = '[{"\\"' * 200
+    m = api.post("/machines", {"notes": notes, "metadata": {"a": [[1]]}}, expect=201).json
+    assert m["notes"] == notes

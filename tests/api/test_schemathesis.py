@@ -1,26 +1,33 @@
 """Schemathesis against our own OpenAPI document: no 5xx, no response off-schema.
 
-Runs on SQLite with a bounded number of examples per operation so it stays quick.
+Two runs on SQLite: every operation on its own (a bounded number of examples each),
+and stateful — sequences that follow the document's OpenAPI links, so a write is
+followed by reads of what it wrote (a PATCH that stores a value the reads then
+cannot take, issue 16 case 18). The stateful run's seed is printed; set
+BOOTBRAIN_FUZZ_SEED to replay one, BOOTBRAIN_FUZZ_EXAMPLES to run longer.
 """
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import schemathesis
 from flask import Flask
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, seed, settings
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import delete, update
 
 from bootbrain.app import create_app
 from bootbrain.db import Database
-from bootbrain.models import Base
+from bootbrain.models import ApiToken, Base
 from tests.conftest import make_settings, make_token
 
 
@@ -66,4 +73,55 @@ def test_api_conforms(case, st_app) -> None:  # type: ignore[no-untyped-def]
     case.validate_response(
         response,
         checks=[response_schema_conformance, content_type_conformance, status_code_conformance],
+    )
+
+
+def test_api_links_chain_writes_to_reads(st_schema) -> None:  # type: ignore[no-untyped-def]
+    links = st_schema.raw_schema["paths"]["/api/v1/rules"]["post"]["responses"]["201"]["links"]
+    assert {"get__api_v1_rules_{item_id}", "patch__api_v1_rules_{item_id}"} <= set(links)
+    patch = st_schema.raw_schema["paths"]["/api/v1/rules/{item_id}"]["patch"]
+    assert "get__api_v1_rules_{item_id}" in patch["responses"]["200"]["links"]
+
+
+def test_api_conforms_statefully(st_schema, st_app) -> None:  # type: ignore[no-untyped-def]
+    app, token = st_app
+    services = app.extensions["bootbrain"]
+    fuzz_seed = int(os.environ.get("BOOTBRAIN_FUZZ_SEED") or random.randrange(2**32))
+    print(f"stateful schemathesis seed: BOOTBRAIN_FUZZ_SEED={fuzz_seed}")
+    base = st_schema.as_state_machine()
+
+    class ApiStates(base):  # type: ignore[misc,valid-type]
+        def teardown(self) -> None:
+            """Each sequence starts from an empty inventory: Hypothesis replays them."""
+            services.events.flush()
+            with services.db.write() as s:
+                for table in reversed(Base.metadata.sorted_tables):
+                    if table.name != ApiToken.__tablename__:
+                        s.execute(delete(table))
+                s.execute(delete(ApiToken).where(ApiToken.name != "fuzz"))
+                s.execute(update(ApiToken).values(revoked_at=None))
+
+        def get_call_kwargs(self, case):  # type: ignore[no-untyped-def]
+            return {"headers": {"Authorization": f"Bearer {token}"}}
+
+        def validate_response(self, response, case, additional_checks=None, **kw):  # type: ignore[no-untyped-def]
+            assert response.status_code < 500, (case.method, case.path, response.text)
+            case.validate_response(
+                response,
+                checks=[
+                    response_schema_conformance,
+                    content_type_conformance,
+                    status_code_conformance,
+                ],
+            )
+
+    seed(fuzz_seed)(ApiStates)
+    ApiStates.run(
+        settings=settings(
+            max_examples=int(os.environ.get("BOOTBRAIN_FUZZ_EXAMPLES", "60")),
+            stateful_step_count=8,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
     )

@@ -205,3 +205,13 @@ def test_long_problem_values_are_truncated() -> None:
 
 def test_not_bytes_is_treated_as_empty() -> None:
     assert parse_facts("uuid=x") == parse_facts(b"")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "mac", ["00-00-00-00-00-00", "ff-ff-ff-ff-ff-ff", "01-00-5e-7f-00-01", "03-00-00-00-00-00"]
+)
+def test_junk_mac_is_not_an_identity(mac: str) -> None:
+    facts = parse_facts(f"mac={mac}&uuid=4c4c4544-0042-3610-8052-b4c04f4e3232".encode())
+    assert facts.mac is None
+    assert facts.uuid == "4c4c4544-0042-3610-8052-b4c04f4e3232"
+    assert any(p.startswith("mac:") for p in facts.problems)
