@@ -8,6 +8,13 @@ YAML holds any of ``networks``, ``profiles``, ``rules``, ``machines`` (lists of 
 API's create bodies), imported in that order. CSV holds machines, one a row, with
 the API's field names as the header; ``macs`` and ``tags`` are ``;``-separated (the
 first MAC boots).
+
+A CSV export is opened in spreadsheets, and its values include what a discovered
+machine reported about itself (manufacturer, product, serial), so a cell that a
+spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or
+a carriage return: OWASP's CSV-injection list) is written with a ``'`` in front.
+The import takes that ``'`` off again, so what the export wrote reads back exactly;
+see :func:`_defuse` for the one rule both follow.
 """
 
 from __future__ import annotations
@@ -113,6 +120,28 @@ CSV_FIELDS = [
 ]
 
 
+#: What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defuse(value: str) -> str:
+    """The cell an export writes for ``value``: a ``'`` in front of a formula, and of a
+    value that already starts with the ``'`` :func:`_restore` would take off, so that
+    ``_restore(_defuse(v)) == v`` for every ``v``."""
+    if value.startswith(FORMULA_STARTS) or (
+        value.startswith("'") and value[1:].startswith((*FORMULA_STARTS, "'"))
+    ):
+        return "'" + value
+    return value
+
+
+def _restore(cell: str) -> str:
+    """The value an exported ``cell`` holds (:func:`_defuse` undone)."""
+    if cell.startswith("'") and cell[1:].startswith((*FORMULA_STARTS, "'")):
+        return cell[1:]
+    return cell
+
+
 def _csv_rows(text: str) -> Iterator[Row]:
     reader = csv.DictReader(io.StringIO(text))
     unknown = set(reader.fieldnames or []) - set(CSV_FIELDS)
@@ -135,6 +164,7 @@ def _csv_rows(text: str) -> Iterator[Row]:
                 continue
             if v is None or v == "":
                 continue
+            v = _restore(v)
             if k == "macs":
                 data["nics"] = [
                     {"mac": m.strip(), "boot": i == 0}
@@ -248,7 +278,9 @@ def export(db: Database, fmt: str) -> str:
             row = m.model_dump(include=set(CSV_FIELDS))
             row["macs"] = ";".join(n.mac for n in m.nics)
             row["tags"] = ";".join(m.tags)
-            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
+            w.writerow(
+                {k: ("" if row.get(k) is None else _defuse(str(row[k]))) for k in CSV_FIELDS}
+            )
         return buf.getvalue()
     keep = {
         "networks": set(schemas.NetworkIn.model_fields),
