@@ -449,3 +449,69 @@ def test_csv_export_defuses_formulas_and_the_import_reads_them_back(make_cli: Ma
     ]
     (typed_again,) = second.json("machine", "list", "--json", "--hostname", "typed")
     assert typed_again["notes"] == FORMULAS["notes"]
+
+
+# --- a bounded parse ----------------------------------------------------------------------
+
+
+def laughs(levels: int) -> str:
+    """A "billion laughs" import: each level names the one before nine times."""
+    rows = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        name, before = chr(ord("a") + level), chr(ord("a") + level - 1)
+        rows.append(f"{name}: &{name} [" + ", ".join([f"*{before}"] * 9) + "]")
+    return "machines:\n  - hostname: x\n    metadata:\n" + "".join(f"      {r}\n" for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "says"),
+    [
+        # Refused at the first alias, before anything is expanded: this one is 436 bytes
+        # that name 9**9 strings (the unbounded parse took minutes and gigabytes).
+        (laughs(9), 5, "aliases (*name) are not accepted"),
+        (laughs(2), 5, "aliases (*name) are not accepted"),
+        (
+            "machines:\n  - hostname: x\n    metadata:\n      deep: " + "[" * 5000 + "]" * 5000,
+            4,
+            "nested more than 64 levels deep",
+        ),
+        ("machines:\n  - " + "- " * 5000 + "x\n", 2, "nested more than 64 levels deep"),
+    ],
+    ids=["alias-bomb", "one-alias", "5000-deep-flow-list", "5000-deep-block-list"],
+)
+def test_a_yaml_file_that_would_parse_without_bound_is_a_problem(
+    site: Cli, text: str, line: int, says: str
+) -> None:
+    path = site.home / "inventory.yaml"
+    path.write_text(text)
+    err = site.fails("import", str(path))
+    assert problems(err, path) == [(line, "file")]
+    assert says in err
+    assert site.machines() == []
+
+
+def test_a_csv_that_is_not_utf8_names_the_line_of_the_first_bad_byte(site: Cli) -> None:
+    path = site.home / "machines.csv"
+    path.write_bytes(
+        "hostname,macs,manufacturer\n"
+        "node-1,52:54:00:00:00:01,ok\n"
+        "node-2,52:54:00:00:00:02,Société\n".encode("latin-1")
+    )
+    err = site.fails("import", str(path))
+    assert problems(err, path) == [(3, "file")]
+    assert "not UTF-8 (byte 0xe9 at column 30)" in err
+    assert site.machines() == []
+    # The same on standard input; and the byte-order mark a spreadsheet writes is no column.
+    err = site.fails("import", "-", "--format", "csv", input=path.read_bytes())  # type: ignore[arg-type]
+    assert "-:3: file: not UTF-8" in err
+    path.write_bytes(path.read_bytes().decode("latin-1").encode("utf-8-sig"))
+    assert site.run("import", str(path)).stdout == "imported 2 machines\n"
+    assert [m["manufacturer"] for m in site.machines()] == ["ok", "Société"]
+
+
+def test_a_malformed_csv_record_names_its_line(site: Cli) -> None:
+    path = site.home / "machines.csv"
+    path.write_text('hostname,notes\nnode-1,ok\nnode-2,"' + "x" * 200_000 + '"\n')
+    err = site.fails("import", str(path))
+    assert problems(err, path) == [(3, "file")]
+    assert "field larger than field limit" in err
