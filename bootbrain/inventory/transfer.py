@@ -378,7 +378,15 @@ def export(db: Database, fmt: str) -> str:
     }
     # Profiles referenced by menus must come first on import.
     doc["profiles"].sort(key=lambda p: p["kind"] == "menu")
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+class _Dumper(yaml.SafeDumper):
+    """The safe dumper, never writing an alias: the import refuses them, and an export
+    must import (a value that appears twice is written out twice)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _machine_doc(m: schemas.MachineOut, keep: set[str]) -> dict[str, Any]:
