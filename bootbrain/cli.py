@@ -626,29 +626,17 @@ def machine_show(ctx: Ctx, /, machine: str, output: str, as_json: bool) -> None:
     _emit(schemas.MachineOut.of(m, reveal=True), output, as_json)
 
 
-def _machine_id(ctx: Ctx, host: str) -> int:
-    """A machine by id, or by hostname."""
-    if host.isdigit():
-        return int(host)
-    q = _run(lambda: schemas.MachineQuery(hostname=host, limit=1))
-    rows, _ = inventory.list_machines(ctx.db, q)
-    if not rows:
-        fail(f"no machine with hostname {host!r}", 2)
-    machine_id: int = rows[0].id
-    return machine_id
-
-
 @machine.command("boots")
 @click.argument("host")
 @click.option("--limit", type=click.IntRange(1, 100), default=5, help="the last N attempts")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def machine_boots(ctx: Ctx, /, host: str, limit: int, as_json: bool) -> None:
-    """The machine's last boot attempts (HOST: hostname or id), each stage with its time."""
+    """The machine's last boot attempts (HOST: an id, MAC, UUID or hostname)."""
     machine_id = _machine_id(ctx, host)
     attempts = _run(lambda: funnel.machine_boots(ctx.db, ctx.settings, machine_id, limit, utcnow()))
     if as_json:
-        _emit(attempts, True)
+        _emit(attempts, "json", True)
         return
     if not attempts:
         click.echo(f"machine {machine_id} has no recorded boot attempts")
@@ -677,7 +665,7 @@ def boots_stuck(ctx: Ctx, /, limit: int, as_json: bool) -> None:
     """Boot attempts stuck now, and the last stage each reached."""
     stuck = _run(lambda: funnel.stuck_boots(ctx.db, ctx.settings, limit, utcnow()))
     if as_json:
-        _emit(stuck, True)
+        _emit(stuck, "json", True)
         return
     for a in stuck:
         click.echo(f"machine {a.machine_id} ({a.profile}, boot {a.boot_id}): {a.summary}")

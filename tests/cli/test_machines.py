@@ -316,4 +316,4 @@ def test_boots_shows_each_attempt_and_its_stages(site: Cli) -> None:
     assert attempt["stages"][2]["data"]["bytes"] == 8_000_000
     assert attempt["not_seen"] == ["initrd"]
     assert site.run("boots", "stuck").stdout == "0 stuck\n"
-    assert "no machine with hostname 'nope'" in site.fails("machine", "boots", "nope")
+    assert "no machine 'nope'" in site.fails("machine", "boots", "nope")
