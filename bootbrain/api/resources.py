@@ -16,7 +16,9 @@ from pydantic import BaseModel
 from spectree import Response as Resp
 
 from bootbrain import inventory, schemas
+from bootbrain.bmc import power
 from bootbrain.db import Database
+from bootbrain.inventory import bmc as bmc_records
 from bootbrain.inventory import leases
 from bootbrain.machine import documents, flow
 from bootbrain.schemas import Problem
@@ -296,6 +298,42 @@ def _routes() -> Routes:
                 flow.base_url(settings, request.host_url),
                 may_reveal(),
             )
+        )
+
+    @bp.put("/machines/<int:item_id>/bmc")
+    @spec.validate(
+        json=schemas.BmcIn,
+        resp=Resp(HTTP_200=schemas.BmcOut, **_body_errors(404)),
+        tags=["machines"],
+    )
+    def put_bmc(item_id: int) -> Response:
+        """Set the machine's BMC (the password is write-only)"""
+        settings = services().settings
+        return _json(bmc_records.set_bmc(_db(), settings.secret(), item_id, _body_json(), actor()))
+
+    @bp.get("/machines/<int:item_id>/bmc")
+    @spec.validate(resp=Resp(HTTP_200=schemas.BmcOut, **_errors(404)), tags=["machines"])
+    def get_bmc(item_id: int) -> Response:
+        """Read the machine's BMC (never its password)"""
+        return _json(bmc_records.get_bmc(_db(), item_id))
+
+    @bp.get("/machines/<int:item_id>/power")
+    @spec.validate(resp=Resp(HTTP_200=schemas.PowerOut, **_errors(404, 502)), tags=["machines"])
+    def get_power(item_id: int) -> Response:
+        """The machine's power state, asked of its BMC"""
+        return _json(power.status(_db(), services().settings.secret(), item_id))
+
+    @bp.post("/machines/<int:item_id>/power")
+    @spec.validate(
+        json=schemas.PowerIn,
+        resp=Resp(HTTP_200=schemas.PowerOut, **_body_errors(404, 502)),
+        tags=["machines"],
+    )
+    def post_power(item_id: int) -> Response:
+        """Power the machine on, off, cycle it (on if off), or make its next boot a network boot"""
+        body: schemas.PowerIn = _body_json()
+        return _json(
+            power.act(_db(), services().settings.secret(), item_id, body.action, actor())
         )
 
     @bp.post("/tokens")
