@@ -18,6 +18,12 @@ import bcrypt
 import pytest
 import requests
 
+from tests.cli.conftest import (  # noqa: F401 - the CLI suite's fixtures, for test_cli
+    _close_what_the_cli_left_open,
+    database,
+    make_cli,
+    runner,
+)
 from tests.ports import free_port
 
 HERE = Path(__file__).parent
