@@ -70,7 +70,10 @@ def test_wrong_password_is_a_502_naming_machine_and_bmc(api: Api, ipmi_sim: Ipmi
     assert "wrong-one" not in detail and ipmi_sim.power() == "off"
 
 
-def test_redfish_power_through_the_api(api: Api, redfish: Redfish) -> None:
+def test_redfish_power_through_the_api(
+    api: Api, redfish: Redfish, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     mid = _machine(api)
     api.put(
         f"/machines/{mid}/bmc",
@@ -80,7 +83,10 @@ def test_redfish_power_through_the_api(api: Api, redfish: Redfish) -> None:
     )
     api.post(f"/machines/{mid}/power", {"action": "on"}, expect=200)
     assert redfish.system()["PowerState"] == "On"
+    got = api.post(f"/machines/{mid}/power", {"action": "network-boot-once"}, expect=200)
+    assert got.get_json()["boot_confirmed"] is True
     assert _leaks(api, mid) == []
+    assert PASSWORD not in caplog.text
 
 
 def test_no_bmc_and_unreachable(api: Api) -> None:
