@@ -33,6 +33,9 @@ _TIMEOUT_WORDS = ("timeout", "no longer connected", "unreachable", "not connecte
 class IpmiDriver:
     def __init__(self, target: BmcTarget) -> None:
         self.target = target
+        #: One logged-in session for this driver's operations (a logon costs a round
+        #: of cipher-suite fallback); dropped after any failure.
+        self._conn: command.Command | None = None
 
     def _classify(self, e: Exception) -> BmcError:
         # pyghmi raises IpmiException(None) when its logon got no answer at all
@@ -50,12 +53,14 @@ class IpmiDriver:
         last: BmcError | None = None
         for attempt in range(t.retries + 1):
             try:
-                conn = command.Command(
-                    bmc=t.address, userid=t.username, password=t.password, port=t.port
-                )
-                _forget_finished_logon(t)
-                return fn(conn)
+                if self._conn is None:
+                    self._conn = command.Command(
+                        bmc=t.address, userid=t.username, password=t.password, port=t.port
+                    )
+                    _forget_finished_logon(t)
+                return fn(self._conn)
             except (IpmiException, OSError) as e:
+                self._conn = None
                 last = self._classify(e)
                 log.info("ipmi %s on %s (machine %s): %s", what, t.label, t.machine, last.message)
                 if not isinstance(last, BmcUnreachableError) or attempt == t.retries:
