@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from bootbrain import identity, inventory, migrate, readiness, schemas, server, services
 from bootbrain import metrics as host_metrics
+from bootbrain.bmc import power
 from bootbrain.boot.types import Facts
 from bootbrain.config import Settings, load_settings
 from bootbrain.db import Database, DatabaseError
@@ -36,6 +37,7 @@ from bootbrain.errors import (
 from bootbrain.integrations import commands as integration_commands
 from bootbrain.integrations import reconcile as reconciler
 from bootbrain.integrations.sync import replay_spools
+from bootbrain.inventory import bmc as bmc_records
 from bootbrain.inventory import funnel, transfer
 from bootbrain.machine import documents, flow
 from bootbrain.models import utcnow
@@ -741,6 +743,79 @@ def machine_next_boot(
         f"machine {machine_id} boots {profile} next (until {nb.expires_at:%Y-%m-%d %H:%M} "
         f"UTC, or until the booted OS reports completion)"
     )
+
+
+@machine.group("bmc")
+def machine_bmc() -> None:
+    """A machine's BMC (IPMI or Redfish): address and credentials."""
+
+
+@machine_bmc.command("set")
+@click.argument("host")
+@click.option("--kind", type=click.Choice(["ipmi", "redfish"]), required=True)
+@click.option("--address", required=True, help="host or IP (Redfish: http://host opts out of TLS)")
+@click.option("--port", type=int, help="default 623 (IPMI), 443 (Redfish)")
+@click.option("--username", required=True)
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    envvar="BOOTBRAIN_BMC_PASSWORD",
+    help="prompted for, or from BOOTBRAIN_BMC_PASSWORD (never on the command line)",
+)
+@click.option("--system-id", help="Redfish system id (default: the only system)")
+@click.option("--no-verify-tls", is_flag=True, help="do not verify the Redfish BMC's certificate")
+@pass_ctx
+def machine_bmc_set(
+    ctx: Ctx,
+    /,
+    host: str,
+    kind: str,
+    address: str,
+    port: int | None,
+    username: str,
+    password: str,
+    system_id: str | None,
+    no_verify_tls: bool,
+) -> None:
+    """Set a machine's BMC (HOST: hostname or id). The password is stored encrypted."""
+    data = _run(
+        lambda: schemas.BmcIn(
+            kind=kind,
+            address=address,
+            port=port,
+            username=username,
+            password=password,
+            system_id=system_id,
+            verify_tls=not no_verify_tls,
+        )
+    )
+    mid = _machine_id(ctx, host)
+    _emit(_run(lambda: bmc_records.set_bmc(ctx.db, ctx.secret(), mid, data, ACTOR)), "json", True)
+
+
+@machine_bmc.command("show")
+@click.argument("host")
+@pass_ctx
+def machine_bmc_show(ctx: Ctx, /, host: str) -> None:
+    """Show a machine's BMC (never its password)."""
+    mid = _machine_id(ctx, host)
+    _emit(_run(lambda: bmc_records.get_bmc(ctx.db, mid)), "json", True)
+
+
+@machine.command("power")
+@click.argument("host")
+@click.argument("action", type=click.Choice(["on", "off", "cycle", "status", "network-boot-once"]))
+@pass_ctx
+def machine_power(ctx: Ctx, /, host: str, action: str) -> None:
+    """Ask a machine's BMC for its power state, or power it on, off, or cycle it."""
+    mid = _machine_id(ctx, host)
+    if action == "status":
+        out = _run(lambda: power.status(ctx.db, ctx.secret(), mid))
+    else:
+        out = _run(lambda: power.act(ctx.db, ctx.secret(), mid, action, ACTOR))
+    extra = f", next boot {out.boot_device}" if out.boot_device else ""
+    click.echo(f"{host} ({out.bmc}): power {out.power}{extra}")
 
 
 @machine.command("config")

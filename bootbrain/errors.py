@@ -192,3 +192,40 @@ class KeaCommandError(KeaError):
         self.command = command
         self.result = result
         self.text = text
+
+
+# --- BMC power control --------------------------------------------------------------------
+
+
+class BmcError(BootbrainError):
+    """A BMC did not do what it was asked. ``machine`` and ``bmc`` (``kind://address:port``)
+    name both ends; the message never holds a credential."""
+
+    def __init__(self, machine: str, bmc: str, message: str) -> None:
+        super().__init__(f"machine {machine}, BMC {bmc}: {message}")
+        self.machine = machine
+        self.bmc = bmc
+        self.message = message
+
+
+class BmcUnreachableError(BmcError):
+    """Nothing answered within the bounded timeout and retries."""
+
+
+class BmcAuthError(BmcError):
+    """The BMC refused the username or password."""
+
+
+class BmcRejectedError(BmcError):
+    """The BMC answered but refused the command, or read back something else."""
+
+
+class BmcTlsError(BmcUnreachableError):
+    """The BMC's TLS certificate did not verify."""
+
+
+class NoBmcError(NotFoundError):
+    """The machine has no BMC record."""
+
+    def __init__(self, machine: str) -> None:
+        super().__init__("BMC of machine", machine)

@@ -444,3 +444,24 @@ def reservation_trigger_ddl(dialect: str) -> list[str]:
 def _create_reservation_triggers(_target: Any, connection: Connection, **_kw: Any) -> None:
     for statement in reservation_trigger_ddl(connection.dialect.name):
         connection.exec_driver_sql(statement)
+
+class Bmc(Base):
+    """A machine's BMC. ``password_enc`` is a Fernet token keyed from the brain's secret
+    (:mod:`bootbrain.inventory.bmc`); the clear password is never stored."""
+
+    __tablename__ = "bmc"
+    __table_args__ = (
+        UniqueConstraint("machine_id"),
+        CheckConstraint("kind IN ('ipmi', 'redfish')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))
+    address: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(String(64))
+    password_enc: Mapped[str] = mapped_column(Text)
+    system_id: Mapped[str | None] = mapped_column(String(128))
+    verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -849,3 +849,47 @@ class Problem(BaseModel):
     detail: str | None = None
     errors: list[FieldProblem] = []
     holder: int | None = Field(default=None, description="machine id holding a conflicting key")
+
+
+# --- BMC power control ----------------------------------------------------------------
+
+
+class BmcIn(BaseModel):
+    """A machine's BMC. ``password`` is write-only: it is never in an answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["ipmi", "redfish"]
+    address: str = Field(min_length=1, max_length=255)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=255, repr=False)
+    system_id: str | None = Field(default=None, max_length=128)
+    verify_tls: bool = True
+
+
+class BmcOut(BaseModel):
+    machine_id: int
+    kind: str
+    address: str
+    port: int
+    username: str
+    system_id: str | None
+    verify_tls: bool
+    password_set: bool = True
+    updated_at: datetime
+
+
+class PowerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["on", "off", "cycle", "network-boot-once"]
+
+
+class PowerOut(BaseModel):
+    machine_id: int
+    bmc: str
+    power: Literal["on", "off"]
+    action: str | None = None
+    boot_device: str | None = None
+    boot_confirmed: bool | None = None

@@ -150,6 +150,10 @@ def init_app(app: Flask, script_fallback: Callable[[], Response | None]) -> None
         # One answer whatever the reason; the refusal event records which.
         return problem(403, "Forbidden", errors.BootTokenError.PUBLIC)
 
+    @app.errorhandler(errors.BmcError)
+    def _bmc(e: errors.BmcError) -> Response:
+        return problem(502, "BMC error", str(e))
+
     @app.errorhandler(errors.DocumentRenderError)
     def _document(e: errors.DocumentRenderError) -> Response:
         return problem(500, "Internal server error", f"{e} on the server")

@@ -16,8 +16,10 @@ from pydantic import BaseModel
 from spectree import Response as Resp
 
 from bootbrain import inventory, schemas
+from bootbrain.bmc import power
 from bootbrain.db import Database
 from bootbrain.errors import FieldError
+from bootbrain.inventory import bmc as bmc_records
 from bootbrain.inventory import funnel, leases
 from bootbrain.machine import documents, flow
 from bootbrain.models import utcnow
@@ -326,6 +328,42 @@ def _routes() -> Routes:
             raise FieldError("stuck", "only stuck=true is supported; see /machines/{id}/boots")
         items = funnel.stuck_boots(_db(), services().settings, q.limit, utcnow())
         return _json(schemas.BootAttemptPage(items=items))
+
+    @bp.put("/machines/<int:item_id>/bmc")
+    @spec.validate(
+        json=schemas.BmcIn,
+        resp=Resp(HTTP_200=schemas.BmcOut, **_body_errors(404)),
+        tags=["machines"],
+    )
+    def put_bmc(item_id: int) -> Response:
+        """Set the machine's BMC (the password is write-only)"""
+        settings = services().settings
+        return _json(bmc_records.set_bmc(_db(), settings.secret(), item_id, _body_json(), actor()))
+
+    @bp.get("/machines/<int:item_id>/bmc")
+    @spec.validate(resp=Resp(HTTP_200=schemas.BmcOut, **_errors(404)), tags=["machines"])
+    def get_bmc(item_id: int) -> Response:
+        """Read the machine's BMC (never its password)"""
+        return _json(bmc_records.get_bmc(_db(), item_id))
+
+    @bp.get("/machines/<int:item_id>/power")
+    @spec.validate(resp=Resp(HTTP_200=schemas.PowerOut, **_errors(404, 502)), tags=["machines"])
+    def get_power(item_id: int) -> Response:
+        """The machine's power state, asked of its BMC"""
+        return _json(power.status(_db(), services().settings.secret(), item_id))
+
+    @bp.post("/machines/<int:item_id>/power")
+    @spec.validate(
+        json=schemas.PowerIn,
+        resp=Resp(HTTP_200=schemas.PowerOut, **_body_errors(404, 502)),
+        tags=["machines"],
+    )
+    def post_power(item_id: int) -> Response:
+        """Power the machine on, off, cycle it (on if off), or make its next boot a network boot"""
+        body: schemas.PowerIn = _body_json()
+        return _json(
+            power.act(_db(), services().settings.secret(), item_id, body.action, actor())
+        )
 
     @bp.post("/tokens")
     @spec.validate(

@@ -26,6 +26,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "services": (
         "inventory",
         "integrations",
+        "bmc",
+        "bmc.power",
         "machine",
         "machine.flow",
         "machine.documents",
@@ -53,6 +55,8 @@ FLAT = ("foundation", "core", "edge")
 SIDEWAYS: dict[str, tuple[str, ...]] = {
     # the services: integrations read the inventory; the boot flow reads it too
     "integrations": ("inventory",),
+    # bmc.power reads a machine's BMC record; the drivers know nothing of the inventory
+    "bmc.power": ("inventory",),
     "machine.flow": ("inventory", "machine.events"),
     "machine.documents": ("inventory", "machine.flow", "machine.events"),
     "machine.events": ("inventory",),
@@ -67,7 +71,10 @@ SIDEWAYS: dict[str, tuple[str, ...]] = {
 }
 #: Inside a layer, these never import each other, whatever SIDEWAYS says elsewhere.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "inventory": ("integrations", "machine", "api", "cli", "services"),
+    "inventory": ("integrations", "machine", "bmc", "api", "cli", "services"),
+    "bmc.driver": ("flask", "sqlalchemy", "inventory"),
+    "bmc.ipmi": ("flask", "sqlalchemy", "inventory"),
+    "bmc.redfish": ("flask", "sqlalchemy", "inventory"),
     "boot": ("flask", "sqlalchemy", "werkzeug", "pydantic"),
 }
 #: Where SQL may be written (SQLAlchemy imported, or SQL text in a string).
