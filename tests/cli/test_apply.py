@@ -214,3 +214,21 @@ def test_apply_reads_stdin(runner: Cli) -> None:
     out = runner.run("apply", "-", input="networks:\n  - {name: rack9, cidr: 10.9.0.0/24}\n")
     assert out.stdout.endswith("applied: 1 created, 0 changed, 0 deleted\n")
     assert [n["name"] for n in runner.json("network", "list", "--json")] == ["rack9"]
+
+
+def test_dnsmasq_follows_what_apply_changed(dnsmasq_cli: Cli) -> None:
+    cli = dnsmasq_cli
+    path = write(cli, SITE)
+    cli.run("apply", str(path))
+    (one, _) = cli.machines()
+    assert cli.host_files() == {
+        f"machine-{one['id']}.hosts": "52:54:00:aa:cc:01,10.20.0.50,node-01\n"
+    }
+    path.write_text(SITE.replace("10.20.0.50", "10.20.0.60"))
+    cli.run("apply", str(path))
+    assert cli.host_files() == {
+        f"machine-{one['id']}.hosts": "52:54:00:aa:cc:01,10.20.0.60,node-01\n"
+    }
+    path.write_text(SITE.split("machines:")[0] + "machines: []\n")
+    assert cli.run("apply", "--prune", str(path)).stdout.endswith("0 changed, 2 deleted\n")
+    assert cli.host_files() == {}
