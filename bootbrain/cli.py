@@ -749,12 +749,15 @@ def apply_(ctx: Ctx, /, path: str, dry_run: bool, prune: bool) -> None:
 
     text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     try:
-        plan = inventory_apply.plan(ctx.db, text, prune)
-        click.echo(plan.diff(), nl=False)
-        if dry_run or not plan.changes:
+        if dry_run:
+            click.echo(inventory_apply.plan(ctx.db, text, prune).diff(), nl=False)
             return
+        # Planned and carried out in one transaction: nobody's change can slip between.
         with _progress_bar("applying") as progress:
-            inventory_apply.apply(ctx.db, text, ACTOR, prune, plan.versions, progress)
+            plan = inventory_apply.apply(ctx.db, text, ACTOR, prune, None, progress)
+        click.echo(plan.diff(), nl=False)
+        if not plan.changes:
+            return
     except ImportRowsError as e:
         for p in e.problems:
             click.secho(f"{path}:{p.line}: {p.field}: {p.message}", fg="red", err=True)
