@@ -1059,6 +1059,36 @@ def import_(ctx: Ctx, /, path: str, fmt: str) -> None:
     click.echo("imported " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
+@main.command("apply")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--prune", is_flag=True, help="Also delete what the file does not name.")
+@pass_ctx
+def apply_(ctx: Ctx, /, path: str, dry_run: bool, prune: bool) -> None:
+    """Make the inventory what a YAML file (as export writes it) says: all or nothing."""
+    from bootbrain.inventory import apply as inventory_apply
+
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    try:
+        if dry_run:
+            click.echo(inventory_apply.plan(ctx.db, text, prune).diff(), nl=False)
+            return
+        # Planned and carried out in one transaction: nobody's change can slip between.
+        with _progress_bar("applying") as progress:
+            plan = inventory_apply.apply(ctx.db, text, ACTOR, prune, None, progress)
+        click.echo(plan.diff(), nl=False)
+        if not plan.changes:
+            return
+    except ImportRowsError as e:
+        for p in e.problems:
+            click.secho(f"{path}:{p.line}: {p.field}: {p.message}", fg="red", err=True)
+        fail(f"nothing applied: {len(e.problems)} problem(s)", 2)
+    except BootbrainError as e:
+        fail(f"nothing applied: {e}", 1)
+    n = plan.counts()
+    click.echo(f"applied: {n['create']} created, {n['update']} changed, {n['delete']} deleted")
+
+
 @main.command("export")
 @click.option("--format", "fmt", type=click.Choice(["yaml", "csv"]), default="yaml")
 @pass_ctx

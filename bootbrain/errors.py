@@ -102,6 +102,15 @@ class ImportRowsError(BootbrainError):
         self.problems = problems
 
 
+class PlanStaleError(BootbrainError):
+    """An ``apply`` whose plan was made against objects someone has changed since:
+    nothing was applied; ``changed`` names each object."""
+
+    def __init__(self, changed: list[str]) -> None:
+        super().__init__("; ".join(changed))
+        self.changed = changed
+
+
 # --- storage ------------------------------------------------------------------------------
 
 

@@ -724,6 +724,46 @@ class ConfigPreviewOut(BaseModel):
     )
 
 
+# --- apply (the inventory as code) ----------------------------------------------------
+
+
+class ApplyIn(_In):
+    document: Annotated[str, StringConstraints(max_length=256 * 1024 * 1024)] = Field(
+        description="the desired state: YAML as `bootbrain export` writes it"
+    )
+    dry_run: bool = Field(default=False, description="plan only: change nothing")
+    prune: bool = Field(default=False, description="also delete what the document does not name")
+    versions: dict[str, int] | None = Field(
+        default=None,
+        description="the `versions` of a dry run you reviewed: if a planned object changed "
+        "since, nothing is applied (409)",
+    )
+
+
+class FieldChangeOut(BaseModel):
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+class ChangeOut(BaseModel):
+    action: str = Field(description="create, update or delete")
+    kind: str
+    key: str
+    line: int | None = Field(description="the document's line of the object (None: a delete)")
+    fields: list[FieldChangeOut] = Field(description="what an update changes (secrets hidden)")
+
+
+class ApplyOut(BaseModel):
+    applied: bool
+    changes: list[ChangeOut]
+    counts: dict[str, int]
+    versions: dict[str, int] = Field(
+        description="each planned object's version the plan was made against (0: absent)"
+    )
+    diff: str = Field(description="the plan as text")
+
+
 # --- lists ------------------------------------------------------------------------
 
 

@@ -123,6 +123,24 @@ def init_app(app: Flask, script_fallback: Callable[[], Response | None]) -> None
             holder=e.holder,
         )
 
+    @app.errorhandler(errors.ImportRowsError)
+    def _rows(e: errors.ImportRowsError) -> Response:
+        return problem(
+            422,
+            "Invalid document",
+            f"nothing applied: {len(e.problems)} problem(s)",
+            [FieldProblem(field=p.field, message=p.message, line=p.line) for p in e.problems],
+        )
+
+    @app.errorhandler(errors.PlanStaleError)
+    def _plan_stale(e: errors.PlanStaleError) -> Response:
+        return problem(
+            409,
+            "Conflict",
+            f"nothing applied: the inventory changed since the plan was made ({e})",
+            [FieldProblem(field="versions", message=m) for m in e.changed],
+        )
+
     @app.errorhandler(errors.StaleError)
     def _stale(e: errors.StaleError) -> Response:
         return problem(

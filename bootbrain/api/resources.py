@@ -19,6 +19,7 @@ from bootbrain import inventory, schemas
 from bootbrain.bmc import power
 from bootbrain.db import Database
 from bootbrain.errors import FieldError
+from bootbrain.inventory import apply as inventory_apply
 from bootbrain.inventory import bmc as bmc_records
 from bootbrain.inventory import funnel, leases
 from bootbrain.machine import documents, flow
@@ -51,6 +52,31 @@ def _json(model: BaseModel, status: int = 200, headers: dict[str, Any] | None = 
 def _body_errors(*codes: int) -> dict[str, Any]:
     """Errors of a view with a JSON body: also 400 (not an object) and 415 (not JSON)."""
     return _errors(400, 415, *codes)
+
+
+def _apply_out(plan: inventory_apply.Plan, applied: bool) -> schemas.ApplyOut:
+    secret = inventory_apply.SECRET
+    return schemas.ApplyOut(
+        applied=applied and bool(plan.changes),
+        changes=[
+            schemas.ChangeOut(
+                action=c.action,
+                kind=c.kind,
+                key=c.key,
+                line=c.line,
+                fields=[
+                    schemas.FieldChangeOut(field=f.field)
+                    if f.field in secret
+                    else schemas.FieldChangeOut(field=f.field, old=f.old, new=f.new)
+                    for f in c.fields
+                ],
+            )
+            for c in plan.changes
+        ],
+        counts=plan.counts(),
+        versions=plan.versions,
+        diff=plan.diff(),
+    )
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -408,6 +434,22 @@ def _routes() -> Routes:
         return _json(
             schemas.EventPage(items=[schemas.EventOut.of(e) for e in rows], next_after=nxt)
         )
+
+    @bp.post("/apply")
+    @spec.validate(
+        json=schemas.ApplyIn,
+        resp=Resp(HTTP_200=schemas.ApplyOut, **_body_errors(409)),
+        tags=["inventory"],
+    )
+    def apply_document() -> Response:
+        """Apply a desired-state document (the YAML of export): plan, and unless a dry
+        run, carry the plan out in one transaction"""
+        body: schemas.ApplyIn = _body_json()
+        if body.dry_run:
+            plan = inventory_apply.plan(_db(), body.document, body.prune)
+        else:
+            plan = inventory_apply.apply(_db(), body.document, actor(), body.prune, body.versions)
+        return _json(_apply_out(plan, applied=not body.dry_run))
 
     @bp.post("/lease-events")
     @spec.validate(

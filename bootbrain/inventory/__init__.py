@@ -16,6 +16,7 @@ integrations read the inventory through the functions listed here, and
 * :mod:`~bootbrain.inventory.boots` — per-boot records, documents by token, completion;
 * :mod:`~bootbrain.inventory.leases` — DHCP lease events from the hooks;
 * :mod:`~bootbrain.inventory.transfer` — import, export and the demo inventory;
+* :mod:`~bootbrain.inventory.apply` — ``bootbrain apply``: the export's YAML as a desired state;
 * :mod:`~bootbrain.inventory.retention` — ``bootbrain prune``;
 * :mod:`~bootbrain.inventory.base` — what they share.
 """
