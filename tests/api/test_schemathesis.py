@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from flask import Flask
-from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -125,3 +125,49 @@ def test_api_conforms_statefully(st_schema, st_app) -> None:  # type: ignore[no-
             suppress_health_check=list(HealthCheck),
         )
     )
+
+
+@pytest.mark.parametrize("resource", ["rules", "networks", "profiles", "machines"])
+def test_generated_writes_never_break_the_reads_after_them(  # type: ignore[no-untyped-def]
+    st_schema, st_app, resource: str
+) -> None:
+    """The sequence that found issue 16's case 18, for every resource: an object that
+    exists, a PATCH whose body Schemathesis generates from the document, then the list
+    and the item read back. A write that stores what a read cannot answer fails here
+    (``{"tags": null}`` on a rule broke both reads for every caller)."""
+    from tests.api.test_null_fields import PROFILE, RESOURCES
+
+    app, token = st_app
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {token}"}
+    profile = client.post("/api/v1/profiles", json=PROFILE, headers=auth)
+    assert profile.status_code == 201, profile.get_data(as_text=True)
+    item_id = (
+        profile.json["id"]
+        if resource == "profiles"
+        else client.post(f"/api/v1/{resource}", json=RESOURCES[resource][1], headers=auth).json[
+            "id"
+        ]
+    )
+    patch = st_schema[f"/api/v1/{resource}/{{item_id}}"]["PATCH"]
+    fuzz_seed = int(os.environ.get("BOOTBRAIN_FUZZ_SEED") or random.randrange(2**32))
+    print(f"{resource}: BOOTBRAIN_FUZZ_SEED={fuzz_seed}")
+
+    @seed(fuzz_seed)
+    @settings(
+        max_examples=int(os.environ.get("BOOTBRAIN_FUZZ_EXAMPLES", "60")),
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=patch.as_strategy())
+    def write_then_read(case) -> None:  # type: ignore[no-untyped-def]
+        case.path_parameters = {"item_id": item_id}
+        written = case.call(headers=auth)
+        assert written.status_code < 500, (case.body, written.text)
+        for path in (f"/api/v1/{resource}", f"/api/v1/{resource}/{item_id}"):
+            read = client.get(path, headers=auth)
+            assert read.status_code == 200, (case.body, path, read.get_data(as_text=True))
+
+    write_then_read()
