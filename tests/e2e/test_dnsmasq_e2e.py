@@ -439,6 +439,12 @@ def test_lease_spooled_while_bootbrain_is_down_is_replayed(site: DnsmasqSite) ->
         hostname=hostname, nics=[{"mac": mac, "boot": True}], address=address
     )
     mid = machine["id"]
+    # The reservation must reach dnsmasq before the brain (and its reconciler) stops.
+    wait_until(
+        "the reservation's host file",
+        lambda: (site.hostsdir / f"machine-{mid}.hosts").exists(),
+        timeout=10,
+    )
     spool = site.data_dir / "spool"
     before = set(leasehook.spooled(spool))
     site.stop_brain()

@@ -341,7 +341,8 @@ def test_reservation_from_the_api_is_served_without_restart(site: KeaSite) -> No
         hostname=hostname, nics=[{"mac": mac, "boot": True}], address=address
     )
     entry = {"hw-address": mac, "ip-address": address, "hostname": hostname}
-    assert entry in site.reservations(), site.reservations()  # in the running server
+    # in the running server, once the host's reconciler has applied the change
+    wait_until("the reservation in Kea", lambda: entry in site.reservations(), timeout=10)
     assert entry in site.reservations(from_file=True)
     after = client.lease()
     assert after["ip"] == address, after
@@ -360,7 +361,7 @@ def test_reservation_from_the_api_is_served_without_restart(site: KeaSite) -> No
     assert committed[0]["machine_id"] == machine["id"], committed
 
     site.api("DELETE", f"/machines/{machine['id']}", expect=204)
-    assert entry not in site.reservations(), site.reservations()
+    wait_until("the reservation gone", lambda: entry not in site.reservations(), timeout=10)
     last = client.lease()
     assert POOL[0] <= last["ip"] <= POOL[1], last
 
