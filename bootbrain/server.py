@@ -29,6 +29,7 @@ from bootbrain.app import create_app
 from bootbrain.boot.render import render_error
 from bootbrain.machine.flow import count_failure
 from bootbrain.metrics import process_exited
+from bootbrain.vocabulary import SCRIPT_PATHS
 
 #: gunicorn's largest request line and header field (its own maxima); longer ones are
 #: answered by the front door, in the route's own format, before gunicorn sees them.
@@ -42,7 +43,7 @@ MAX_BODY: Final = 1024 * 1024
 MAX_PENDING: Final = 4096
 #: How long a worker waits on a client reading its answer.
 SEND_TIMEOUT: Final = 10.0
-SCRIPT_PATHS: Final = frozenset({b"/ipxe", b"/boot.ipxe"})
+_SCRIPT_PATHS: Final = frozenset(p.encode() for p in SCRIPT_PATHS)
 
 
 class _ClientSocket(socket.socket):
@@ -104,7 +105,7 @@ def _refusal(path: bytes | None, status: int, title: str, detail: str) -> tuple[
     """What the front door answers itself: on a script route, a script iPXE runs (a
     message and a safe action, as :mod:`bootbrain.machine.errors` answers), else
     problem+json."""
-    if path in SCRIPT_PATHS:
+    if path in _SCRIPT_PATHS:
         count_failure("oversized" if status != 408 else "timeout")
         retry = 10 if status == 408 else None
         return 200, "text/plain; charset=utf-8", render_error(detail, retry_seconds=retry).encode()

@@ -81,3 +81,6 @@ CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 CONTROL_BUT_TAB_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: Control characters but tab and newline: multi-line text (scripts, user-data).
 CONTROL_BUT_TAB_LF_RE: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+#: The routes whose answers iPXE executes: every answer there is a script.
+SCRIPT_PATHS: Final = frozenset({"/ipxe", "/boot.ipxe"})

@@ -16,14 +16,13 @@ from typing import Final
 from flask import Response, request
 
 from bootbrain.boot.render import render_error
+from bootbrain.vocabulary import SCRIPT_PATHS
 
 from .flow import count_failure
 
 log = logging.getLogger(__name__)
 
 IPXE_MIMETYPE: Final = "text/plain"
-#: The routes whose answers iPXE executes.
-SCRIPT_PATHS: Final = frozenset({"/ipxe", "/boot.ipxe"})
 #: A request line longer than this is not iPXE talking; answered with a safe script.
 MAX_QUERY_BYTES: Final = 4096
 

@@ -29,13 +29,12 @@ from bootbrain.errors import BootTokenError, DocumentRenderError, ForbiddenError
 from bootbrain.metrics import metrics
 from bootbrain.models import utcnow
 from bootbrain.services import Services
-from bootbrain.vocabulary import BOOTFILE_RE
+from bootbrain.vocabulary import BOOTFILE_RE, SCRIPT_PATHS
 
 from . import documents, flow
 from .errors import (
     IPXE_MIMETYPE,
     MAX_QUERY_BYTES,
-    SCRIPT_PATHS,
     exception_script,
     ipxe_response,
     method_script,
