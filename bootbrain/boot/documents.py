@@ -240,7 +240,7 @@ def merge(profile: OsConfig | None, machine: OsConfig | None) -> OsConfig:
         metadata=merge_patch(p.metadata, m.metadata),
         user_data=m.user_data if m.user_data is not None else p.user_data,
         vendor_data=m.vendor_data if m.vendor_data is not None else p.vendor_data,
-        ignition=p.ignition,
+        ignition=m.ignition if m.ignition is not None else p.ignition,
     )
 
 
