@@ -823,7 +823,16 @@ def machine_power(ctx: Ctx, /, host: str, action: str) -> None:
 @click.option("--profile", help="render with this profile (default: what it boots now)")
 @click.option(
     "--document",
-    type=click.Choice(["meta-data", "user-data", "vendor-data", "network-config", "metadata.json"]),
+    type=click.Choice(
+        [
+            "meta-data",
+            "user-data",
+            "vendor-data",
+            "network-config",
+            "metadata.json",
+            "ignition.json",
+        ]
+    ),
     help="print only this document, as the booted OS would get it",
 )
 @click.option("--base-url", default=None, help="default: public_url, else http://bootbrain")
@@ -832,7 +841,8 @@ def machine_config(
     ctx: Ctx, /, machine: str, profile: str | None, document: str | None, base_url: str | None
 ) -> None:
     """Print the documents the booted OS would be served now (meta-data, user-data,
-    vendor-data, network-config, metadata.json); records nothing. The token in URLs is
+    vendor-data, network-config, metadata.json, and ignition.json when the profile has
+    an Ignition config); records nothing. The token in URLs is
     a placeholder. MACHINE is an id, a MAC, a UUID or a hostname."""
     machine_id = _machine_id(ctx, machine)
     out = _run(
@@ -851,12 +861,15 @@ def machine_config(
         "vendor-data": out.vendor_data or "",
         "network-config": out.network_config,
         "metadata.json": json.dumps(out.metadata, indent=2) + "\n",
+        **({"ignition.json": out.ignition} if out.ignition is not None else {}),
     }
     click.echo(
         f"# machine {machine_id}: step {out.step}, profile {out.profile or '(none)'}", err=True
     )
     click.echo(f"# {out.reason}", err=True)
     if document:
+        if document not in texts:
+            fail(f"the profile {out.profile or '(none)'} has no Ignition config", 1)
         click.echo(texts[document], nl=False)
         return
     for name, text in texts.items():

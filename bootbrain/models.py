@@ -130,6 +130,8 @@ class Profile(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     user_data: Mapped[str | None] = mapped_column(Text)
     vendor_data: Mapped[str | None] = mapped_column(Text)
+    #: Ignition config template (bootbrain.boot.ignition), served as ignition.json.
+    ignition: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)

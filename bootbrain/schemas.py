@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from bootbrain import identity, models
-from bootbrain.boot import documents
+from bootbrain.boot import documents, ignition
 from bootbrain.errors import IdentityError
 from bootbrain.vocabulary import (
     CONTROL_RE,
@@ -148,6 +148,11 @@ Document = Annotated[
     str,
     StringConstraints(max_length=documents.MAX_DOCUMENT),
     AfterValidator(documents.check_document_text),
+]
+IgnitionConfig = Annotated[
+    str,
+    StringConstraints(max_length=ignition.MAX_IGNITION),
+    AfterValidator(ignition.check_ignition_text),
 ]
 State = MachineState
 Kind = ProfileKind
@@ -367,12 +372,16 @@ class MachineOut(BaseModel):
 
 #: Fields that can hold secrets (passwords, tokens): never in listings or logs.
 SECRET_FIELDS = ("user_data", "vendor_data")
+#: A profile's: its Ignition config too (it can carry password hashes and files).
+PROFILE_SECRET_FIELDS = (*SECRET_FIELDS, "ignition")
 
 
-def _secrets(obj: Any, reveal: bool) -> tuple[dict[str, str | None], list[str]]:
+def _secrets(
+    obj: Any, reveal: bool, fields: tuple[str, ...] = SECRET_FIELDS
+) -> tuple[dict[str, str | None], list[str]]:
     if reveal:
-        return {f: getattr(obj, f) for f in SECRET_FIELDS}, []
-    return dict.fromkeys(SECRET_FIELDS), [f for f in SECRET_FIELDS if getattr(obj, f) is not None]
+        return {f: getattr(obj, f) for f in fields}, []
+    return dict.fromkeys(fields), [f for f in fields if getattr(obj, f) is not None]
 
 
 class NextBootIn(_In):
@@ -488,6 +497,10 @@ class ProfileFields(_In):
     vendor_data: Document | None = Field(
         default=None, description="cloud-init vendor-data template (secret)"
     )
+    ignition: IgnitionConfig | None = Field(
+        default=None,
+        description="Ignition spec 3.x config template, served as ignition.json (secret)",
+    )
 
 
 class ProfileIn(ProfileFields):
@@ -521,6 +534,7 @@ class ProfileOut(BaseModel):
     metadata: dict[str, Any]
     user_data: str | None
     vendor_data: str | None
+    ignition: str | None = None
     redacted: list[str] = Field(
         default=[],
         description="secret fields withheld from this answer (listings, read-scope tokens)",
@@ -529,8 +543,9 @@ class ProfileOut(BaseModel):
 
     @classmethod
     def of(cls, p: models.Profile, reveal: bool = False) -> ProfileOut:
-        """``reveal``: include user-data and vendor-data (else listed in ``redacted``)."""
-        secrets, redacted = _secrets(p, reveal)
+        """``reveal``: include user-data, vendor-data and the Ignition config (else
+        listed in ``redacted``)."""
+        secrets, redacted = _secrets(p, reveal, PROFILE_SECRET_FIELDS)
         return cls(
             id=p.id,
             name=p.name,
@@ -719,6 +734,9 @@ class ConfigPreviewOut(BaseModel):
     vendor_data: str | None
     network_config: str
     metadata: dict[str, Any] = Field(description="the JSON document (metadata.json)")
+    ignition: str | None = Field(
+        default=None, description="ignition.json, when the profile has an Ignition config"
+    )
     redacted: list[str] = Field(
         default=[], description="secret documents withheld (read-scope tokens)"
     )

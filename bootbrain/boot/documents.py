@@ -46,6 +46,10 @@ Documents
     The same facts for OSes without cloud-init: instance id, boot id, machine id,
     hostname, FQDN, profile, SSH keys, tags, metadata, network (with ``ip_config``)
     and the URLs of the other documents and of the completion callback.
+``ignition.json``
+    The profile's Ignition config (Flatcar, Fedora CoreOS), rendered with the same
+    variables as user-data and checked by :mod:`bootbrain.boot.ignition`. A machine
+    has none of its own: it takes its profile's.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ import yaml
 from bootbrain.errors import DocumentError, TemplateProblem
 from bootbrain.vocabulary import CONTROL_BUT_TAB_RE
 
+from . import ignition
 from .sandbox import control_character, render_text
 from .types import ConfigSource, MachineView, OsConfig, RenderContext
 from .validate import sample_variables
@@ -235,6 +240,7 @@ def merge(profile: OsConfig | None, machine: OsConfig | None) -> OsConfig:
         metadata=merge_patch(p.metadata, m.metadata),
         user_data=m.user_data if m.user_data is not None else p.user_data,
         vendor_data=m.vendor_data if m.vendor_data is not None else p.vendor_data,
+        ignition=m.ignition if m.ignition is not None else p.ignition,
     )
 
 
@@ -370,6 +376,24 @@ def validate_config(config: OsConfig, context: OsConfig | None = None) -> None:
                     raise
                 message = f"the profile's template fails with this machine's values: {e.message}"
                 raise DocumentError(field, message, e.line) from None
+    if merged.ignition:
+        _validate_ignition(merged.ignition, variables, own=context is None)
+
+
+def _validate_ignition(source: str, variables: Mapping[str, Any], own: bool) -> None:
+    """``own``: a profile's config; else the profile's, checked with a machine's values."""
+    field = "ignition" if own else "profile.ignition"
+    try:
+        ignition.check_ignition_text(source)
+    except ValueError as e:
+        raise DocumentError(field, str(e)) from None
+    try:
+        ignition.render_ignition(field, source, variables)
+    except DocumentError as e:
+        if own:
+            raise
+        message = f"the profile's Ignition config fails with this machine's values: {e.message}"
+        raise DocumentError(field, message, e.line) from None
 
 
 def _yaml(data: Any) -> str:
@@ -492,7 +516,7 @@ def metadata_document(p: Prepared) -> dict[str, Any]:
 
 
 def render_file(p: Prepared, name: str) -> str:
-    """One NoCloud file by its name (:data:`NOCLOUD_FILES`)."""
+    """One NoCloud file by its name (:data:`NOCLOUD_FILES`), or ``ignition.json``."""
     if name == "meta-data":
         return meta_data(p)
     if name == "user-data":
@@ -501,4 +525,12 @@ def render_file(p: Prepared, name: str) -> str:
         return vendor_data(p)
     if name == "network-config":
         return network_config_text(p)
+    if name == ignition.IGNITION_DOCUMENT:
+        return ignition_config(p)
     raise KeyError(name)
+
+
+def ignition_config(p: Prepared) -> str:
+    """Raises :class:`~bootbrain.boot.ignition.MissingIgnitionError` when the boot's
+    profile has none, :class:`DocumentError` when it fails for this machine."""
+    return ignition.render_ignition("profile.ignition", p.config.ignition, p.variables)

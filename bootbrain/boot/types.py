@@ -90,6 +90,9 @@ class OsConfig:
     #: None: not set (a machine then takes its profile's).
     user_data: str | None = None
     vendor_data: str | None = None
+    #: A profile's Ignition config template (:mod:`bootbrain.boot.ignition`); machines
+    #: have none and take their profile's.
+    ignition: str | None = None
 
 
 @dataclass(frozen=True)

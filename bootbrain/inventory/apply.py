@@ -54,7 +54,7 @@ from .transfer import _MODELS, SECTIONS, Progress, Row, _yaml_rows
 
 KINDS = {"networks": "network", "profiles": "profile", "rules": "rule", "machines": "machine"}
 #: Values never printed in a diff (they can hold passwords).
-SECRET = frozenset(schemas.SECRET_FIELDS)
+SECRET = frozenset(schemas.PROFILE_SECRET_FIELDS)
 
 
 @dataclass(frozen=True)

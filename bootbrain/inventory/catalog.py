@@ -157,6 +157,7 @@ def update_profile(
             metadata=p.meta,
             user_data=p.user_data,
             vendor_data=p.vendor_data,
+            ignition=p.ignition,
         )
         check_profile(current | changes, _profile_lookup(s))
         for k, v in changes.items():

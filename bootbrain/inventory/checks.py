@@ -60,6 +60,7 @@ def _config_of_fields(fields: dict[str, Any]) -> OsConfig:
         metadata=dict(fields.get("metadata") or {}),
         user_data=fields.get("user_data"),
         vendor_data=fields.get("vendor_data"),
+        ignition=fields.get("ignition"),
     )
 
 

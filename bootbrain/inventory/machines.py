@@ -184,6 +184,7 @@ def os_config_of(obj: Machine | Profile) -> bt.OsConfig:
         metadata=dict(obj.meta),
         user_data=obj.user_data,
         vendor_data=obj.vendor_data,
+        ignition=obj.ignition if isinstance(obj, Profile) else None,
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from bootbrain import inventory, schemas
 from bootbrain.boot import documents
+from bootbrain.boot.ignition import MissingIgnitionError
 from bootbrain.config import Settings
 from bootbrain.db import Database
 from bootbrain.errors import (
@@ -218,15 +219,13 @@ def preview(
         prepared = documents.prepare(source, boot_id, ctx)
         user_data = documents.user_data(prepared)
         vendor_data = documents.vendor_data(prepared)
+        ignition_config = _ignition_or_none(prepared)
     except DocumentError as e:
         raise FieldError(e.field, e.message, e.line) from None
     except RenderError as e:
         raise FieldError("address", str(e)) from None
-    redacted = (
-        []
-        if reveal
-        else [n for n, v in (("user_data", user_data), ("vendor_data", vendor_data)) if v]
-    )
+    secret = (("user_data", user_data), ("vendor_data", vendor_data), ("ignition", ignition_config))
+    redacted = [] if reveal else [n for n, v in secret if v]
     return schemas.ConfigPreviewOut(
         machine_id=machine_id,
         step=step,
@@ -238,5 +237,13 @@ def preview(
         vendor_data=vendor_data if reveal else None,
         network_config=documents.network_config_text(prepared),
         metadata=documents.metadata_document(prepared),
+        ignition=ignition_config if reveal else None,
         redacted=redacted,
     )
+
+
+def _ignition_or_none(prepared: documents.Prepared) -> str | None:
+    try:
+        return documents.ignition_config(prepared)
+    except MissingIgnitionError:
+        return None

@@ -1,6 +1,6 @@
 """The routes booting machines and booted OSes call: ``/boot.ipxe``, ``/ipxe``, the
-NoCloud documents and ``metadata.json`` under ``/boot/<token>/``, the completion
-callback, and the TFTP root over HTTP. Transport only: the flow is
+NoCloud documents, ``metadata.json`` and ``ignition.json`` under ``/boot/<token>/``,
+the completion callback, and the TFTP root over HTTP. Transport only: the flow is
 :mod:`bootbrain.machine.flow`, the documents :mod:`bootbrain.machine.documents`, and
 what a failure becomes :mod:`bootbrain.machine.errors`.
 """
@@ -24,6 +24,7 @@ from werkzeug.wsgi import get_host, wrap_file
 
 from bootbrain import identity
 from bootbrain.boot.documents import JSON_DOCUMENT, NOCLOUD_FILES
+from bootbrain.boot.ignition import IGNITION_DOCUMENT, IGNITION_MIMETYPE, MissingIgnitionError
 from bootbrain.boot.render import render_bootstrap
 from bootbrain.errors import BootTokenError, DocumentRenderError, ForbiddenError, IdentityError
 from bootbrain.metrics import metrics
@@ -264,6 +265,8 @@ def _serve_document(token: str, document: str) -> Response:
             _base_url(),
             request.remote_addr,
         )
+    except MissingIgnitionError as e:
+        return text_error(404, "not found", str(e))
     except (BootTokenError, DocumentRenderError) as e:
         if isinstance(e, DocumentRenderError):
             log.error("%s", e.__cause__ or e)
@@ -274,7 +277,8 @@ def _serve_document(token: str, document: str) -> Response:
         return text_error(500, "error", f"{document} failed to render on the server")
     if isinstance(body, dict):
         return no_store(json.dumps(body, indent=2).encode(), "application/json")
-    return no_store(body.encode(), "text/plain")
+    mimetype = IGNITION_MIMETYPE if document == IGNITION_DOCUMENT else "text/plain"
+    return no_store(body.encode(), mimetype)
 
 
 def _nocloud_view(document: str) -> Callable[[str], Response]:
@@ -295,6 +299,13 @@ for _name in NOCLOUD_FILES:
 def metadata_json(token: str) -> Response:
     """The booted OS's metadata as JSON, for the holder of a per-boot token."""
     return _serve_document(token[:256], JSON_DOCUMENT)
+
+
+@bp.get(f"/boot/<token>/{IGNITION_DOCUMENT}")
+def ignition_json(token: str) -> Response:
+    """The profile's Ignition config (Flatcar, Fedora CoreOS) for the holder of a
+    per-boot token; 404 when the profile has none."""
+    return _serve_document(token[:256], IGNITION_DOCUMENT)
 
 
 def init_app(app: Flask, services: Services) -> None:

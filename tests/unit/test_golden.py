@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bootbrain.boot import script as ipxe
 from bootbrain.boot.render import render_bootstrap, render_decision, render_error
@@ -28,6 +29,7 @@ from bootbrain.boot.types import (
     RenderContext,
     StaticNet,
 )
+from bootbrain.inventory.checks import view_of
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 BASE = "http://10.0.0.1:8080"
@@ -105,6 +107,13 @@ FLATCAR = ProfileView(
         "boot\n"
     ),
 )
+def _example_profile(name: str) -> ProfileView:
+    """A profile of docs/examples/flatcar.yaml, the file the README points operators to."""
+    doc = yaml.safe_load((GOLDEN.parents[1] / "docs/examples/flatcar.yaml").read_text())
+    fields = next(p for p in doc["profiles"] if p["name"] == name)
+    return view_of(fields, lambda _: None)
+
+
 NETBOOT = ProfileView(name="netboot-xyz", kind="chain", chain_url="https://boot.netboot.xyz")
 DISK = ProfileView(name="disk", kind="local")
 DISK_SANBOOT = ProfileView(name="disk-sanboot", kind="local", local_method="sanboot")
@@ -146,6 +155,10 @@ CASES: dict[str, Callable[[], str]] = {
     "decision_error": lambda: render_decision(Decision("error", None, "boom"), None, CTX),
     "error_retry": lambda: render_error("boot server inventory unavailable", 15),
     "error_local": lambda: render_error("boot script failed to render on the server", None),
+    # seed 003's Flatcar example as docs/examples/flatcar.yaml ships it
+    "flatcar_static": lambda: render_decision(
+        decision(_example_profile("flatcar")), machine(STATIC), TOKEN_CTX
+    ),
 }
 
 
