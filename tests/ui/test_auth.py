@@ -77,8 +77,12 @@ def test_a_write_token_sets_and_cancels_the_next_boot_and_changes_the_profile(
     assert 'id="set-next-boot"' in client.get(f"/ui/machines/{mid}").get_data(as_text=True)
     resp = client.post(
         f"/ui/machines/{mid}/next-boot",
-        data={"profile": "rescue", "expires_in_minutes": "90", "complete_state": "ready",
-              "csrf_token": csrf},
+        data={
+            "profile": "rescue",
+            "expires_in_minutes": "90",
+            "complete_state": "ready",
+            "csrf_token": csrf,
+        },
     )
     assert resp.status_code == 302
     nb = api.get(f"/machines/{mid}", expect=200).json["next_boot"]
