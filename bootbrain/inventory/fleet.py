@@ -5,11 +5,12 @@ machine's latest events. Each is one cheap, indexed query, so the pages stay fas
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import Field
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 
 from bootbrain import identity, schemas
 from bootbrain.db import Database
@@ -17,6 +18,9 @@ from bootbrain.errors import IdentityError
 from bootbrain.models import Boot, Event, Machine, MachineTag, Nic, Profile
 
 from .base import page_of
+
+#: What part of a canonical MAC may look like.
+_MAC_PART = re.compile(r"[0-9a-f:]+")
 
 
 @dataclass(frozen=True)
@@ -86,16 +90,7 @@ def search_machines(db: Database, q: MachineSearch) -> tuple[list[Machine], int 
             Machine.profile_id.in_(select(Profile.id).where(Profile.name == q.profile))
         )
     if q.text:
-        term = q.text.strip()
-        like = f"%{_escape(term.lower())}%"
-        nic_like = f"%{_escape(_mac_or_part(term))}%"
-        stmt = stmt.where(
-            or_(
-                func.lower(Machine.hostname).like(like, escape="\\"),
-                func.lower(Machine.serial).like(like, escape="\\"),
-                Machine.id.in_(select(Nic.machine_id).where(Nic.mac.like(nic_like, escape="\\"))),
-            )
-        )
+        stmt = stmt.where(_text_matches(q.text.strip()))
     with db.read() as s:
         return page_of(s, stmt, Machine.id, q)
 
@@ -122,9 +117,21 @@ def _escape(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _mac_or_part(term: str) -> str:
-    """A whole MAC in any spelling, canonical; anything else as typed, lowercased."""
+def _text_matches(term: str) -> ColumnElement[bool]:
+    """Part of a hostname or serial (any case), or of a MAC. A term that is a whole MAC,
+    in any spelling, is taken as one and looked up by the NIC index alone; a term that
+    cannot be part of a MAC does not scan the NICs at all."""
     try:
-        return identity.canonical_mac(term)
+        mac = identity.canonical_mac(term)
     except IdentityError:
-        return term.lower()
+        mac = None
+    if mac is not None:
+        return Machine.id.in_(select(Nic.machine_id).where(Nic.mac == mac))
+    like = f"%{_escape(term.lower())}%"
+    found = [
+        func.lower(Machine.hostname).like(like, escape="\\"),
+        func.lower(Machine.serial).like(like, escape="\\"),
+    ]
+    if _MAC_PART.fullmatch(term.lower()):
+        found.append(Machine.id.in_(select(Nic.machine_id).where(Nic.mac.like(like, escape="\\"))))
+    return or_(*found)
