@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 from wtforms import ValidationError as CsrfInvalid
 
-from bootbrain import inventory, schemas
+from bootbrain import db, inventory, schemas
 from bootbrain.bmc import power
 from bootbrain.errors import (
     AuthError,
@@ -129,6 +129,8 @@ def _ago(value: datetime | None) -> str:
 def _guard() -> ResponseReturnValue | None:
     """Anonymous → the login page; then every POST must carry the CSRF token."""
     g.principal = None
+    # Like the API's writes: wait a few seconds for a lock, then answer 503.
+    db.set_lock_wait(db.API_LOCK_WAIT_S)
     if request.endpoint not in _OPEN:
         key = session.get("key")
         if not isinstance(key, str):
@@ -145,6 +147,11 @@ def _guard() -> ResponseReturnValue | None:
         except CsrfInvalid as e:
             raise CSRFError(str(e)) from None
     return None
+
+
+@bp.teardown_request
+def _default_lock_waits(_exc: BaseException | None) -> None:
+    db.set_lock_wait(None)
 
 
 def _to_login() -> ResponseReturnValue:
@@ -179,6 +186,8 @@ def login() -> ResponseReturnValue:
         except (AuthError, ForbiddenError) as e:
             error = f"Login refused: {e}"
         else:
+            if isinstance(old := session.get("key"), str):  # logging in again: one session
+                sessions.end_session(found.db, found.settings.secret(), old)
             session.clear()  # a new CSRF token with the new login
             session["key"] = key
             flash(f"Logged in as {principal.name} ({principal.scope}).")

@@ -151,9 +151,16 @@ def test_the_session_cookie_is_httponly_samesite_strict_and_secure_under_https(
 def test_logout_ends_the_session_even_for_a_copy_of_the_cookie(
     app: Flask, client: FlaskClient, fleet: dict[str, Any]
 ) -> None:
-    csrf = login(client, make_token(app, "viewer", "read"))
+    token = make_token(app, "viewer", "read")
+    login(client, token)
+    first = client.get_cookie("bootbrain_ui", path="/ui")
+    assert first is not None
+    csrf = login(client, token)  # logging in again ends the first session
     cookie = client.get_cookie("bootbrain_ui", path="/ui")
-    assert cookie is not None
+    assert cookie is not None and cookie.value != first.value
+    replay = app.test_client()
+    replay.set_cookie("bootbrain_ui", first.value, path="/ui")
+    assert replay.get("/ui/").status_code == 302
     resp = client.post("/ui/logout", data={"csrf_token": csrf})
     assert resp.status_code == 302 and resp.headers["Location"] == "/ui/login"
     replay = app.test_client()
