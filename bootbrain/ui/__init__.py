@@ -228,8 +228,8 @@ def machines() -> str:
     args = {k: v.strip() for k, v in request.args.items() if v.strip()}
     try:
         q = fleet_reads.MachineSearch.model_validate(args)
-    except ValidationError:
-        abort(400, "bad filter")
+    except ValidationError as e:
+        abort(400, f"Bad filter: {_field_errors(e)}")
     found = _services()
     rows, after = fleet_reads.search_machines(found.db, q)
     filters = {k: v for k, v in args.items() if k != "after"}

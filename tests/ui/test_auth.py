@@ -215,7 +215,9 @@ def test_the_machine_list_filters_and_pages(
     assert hosts("text=100%25") == []  # a LIKE wildcard is a character like any other
     assert hosts("state=deployed&tag=web&text=web-0") == ["web-01", "web-02", "web-03"]
     for bad in ("state=nonsense", "tag=a%20b", "after=-1", "text=" + "x" * 200):
-        assert client.get(f"/ui/machines?{bad}").status_code == 400, bad
+        resp = client.get(f"/ui/machines?{bad}")
+        assert resp.status_code == 400, bad
+        assert f"Bad filter: {bad.split('=')[0]}:" in resp.get_data(as_text=True)
 
     # Pages of 4 by the "next page" link: every machine once, in order.
     seen: list[str] = []
