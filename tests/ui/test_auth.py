@@ -4,14 +4,16 @@ what, CSRF on every form, the session cookie, logout and revocation."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bootbrain.app import create_app
 from bootbrain.db import Database
-from tests.conftest import Api, make_token
+from tests.conftest import Api, make_settings, make_token
 
 from .conftest import STUCK_HOST, csrf_of, login, seed_fleet
 
@@ -248,3 +250,20 @@ def test_an_unknown_machine_is_404(app: Flask, client: FlaskClient, fleet: dict[
 
 def _hostnames(html: str) -> list[str]:
     return re.findall(r'<a href="/ui/machines/\d+">([^<]+)</a>', html)
+
+
+def test_behind_a_trusted_https_proxy_the_cookie_is_secure(db_url: str, tmp_path: Path) -> None:
+    app = create_app(make_settings(db_url, tmp_path, trusted_proxies=1))
+    try:
+        token = make_token(app, "viewer", "read")
+        for proto, secure in (("http", False), ("https", True)):
+            client = app.test_client()
+            headers = {"X-Forwarded-Proto": proto, "X-Forwarded-For": "192.0.2.1"}
+            form = client.get("/ui/login", headers=headers).get_data(as_text=True)
+            resp = client.post(
+                "/ui/login", headers=headers, data={"token": token, "csrf_token": csrf_of(form)}
+            )
+            assert resp.status_code == 302
+            assert ("Secure" in resp.headers["Set-Cookie"]) is secure, proto
+    finally:
+        app.extensions["bootbrain"].close()
