@@ -3,7 +3,8 @@
 Nothing is created or read at import time. :func:`create_app` builds the services
 (:func:`bootbrain.services.build`, which the CLI uses too) and registers the three
 kinds of routes: the machine routes (:mod:`bootbrain.machine.routes`), the operator
-API (:mod:`bootbrain.api`) and the monitoring routes (:mod:`bootbrain.ops`).
+API (:mod:`bootbrain.api`), the monitoring routes (:mod:`bootbrain.ops`) and the web
+dashboard (:mod:`bootbrain.ui`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bootbrain import api, ops, services
+from bootbrain import api, ops, services, ui
 from bootbrain.config import Settings, load_settings
 from bootbrain.machine import errors as machine_errors
 from bootbrain.machine import routes as machine_routes
@@ -39,10 +40,11 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     machine_routes.init_app(app, built)
     ops.init_app(app)
     api.init_app(app, script_fallback=machine_errors.for_request)
+    ui.init_app(app, built)
     if settings.trusted_proxies:
         # Outermost, so the /ipxe fast path sees the machine's address too: events,
         # last-seen and the boot funnel's attribution by address depend on it.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=settings.trusted_proxies
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
         )
     return app

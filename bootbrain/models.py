@@ -377,6 +377,22 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column()
 
 
+class UiSession(Base):
+    """A dashboard login: the browser holds a random key, the server its HMAC, so that
+    logout and token revocation end the session on every worker at once."""
+
+    __tablename__ = "ui_session"
+    __table_args__ = (UniqueConstraint("key_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[int] = mapped_column(
+        ForeignKey("api_token.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
 class DiscoveryCounter(Base):
     """Shared rate window for discovery, so several brains respect one cap."""
 

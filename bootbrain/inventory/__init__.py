@@ -18,6 +18,8 @@ integrations read the inventory through the functions listed here, and
 * :mod:`~bootbrain.inventory.transfer` — import, export and the demo inventory;
 * :mod:`~bootbrain.inventory.apply` — ``bootbrain apply``: the export's YAML as a desired state;
 * :mod:`~bootbrain.inventory.retention` — ``bootbrain prune``;
+* :mod:`~bootbrain.inventory.sessions` — the dashboard's logins;
+  :mod:`~bootbrain.inventory.fleet` — its fleet summary and machine search;
 * :mod:`~bootbrain.inventory.base` — what they share.
 """
 

@@ -11,9 +11,11 @@ from flask.testing import FlaskClient
 from tests.api.test_leases import lease
 from tests.conftest import Api
 
-#: Blueprints whose routes machines (not operators) call, and the monitoring routes
-#: (/healthz, /metrics: bootbrain.ops); everything else is operator API.
-MACHINE_BLUEPRINTS = ("machine.", "ops.", "static")
+#: Blueprints whose routes machines (not operators) call, the monitoring routes
+#: (/healthz, /metrics: bootbrain.ops), and the dashboard (a session, not a bearer token:
+#: tests/ui/test_auth.py sends anonymous to log in from each of its routes); everything
+#: else is operator API.
+MACHINE_BLUEPRINTS = ("machine.", "ops.", "static", "ui.")
 
 
 def _concrete(rule: str) -> str:

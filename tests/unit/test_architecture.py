@@ -44,6 +44,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "server",
         "app",
         "integrations.commands",
+        "ui",
         "__main__",
     ),
 }
@@ -63,7 +64,7 @@ SIDEWAYS: dict[str, tuple[str, ...]] = {
     # readiness reports on the others: the reconciler's status, the writer's health
     "readiness": ("inventory", "integrations.reconcile", "machine.events"),
     # transport: the composition root assembles the others
-    "app": ("api", "ops", "machine.routes", "machine.errors"),
+    "app": ("api", "ops", "machine.routes", "machine.errors", "ui"),
     "machine.routes": ("machine.errors",),
     "cli": ("server", "integrations.commands"),
     "server": ("app",),
