@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -284,6 +285,18 @@ def pct(sorted_values: list[float], p: float) -> float:
 WARM_UP = 32
 
 
+LAG = [0.0]
+
+
+async def loop_lag() -> None:
+    """How late the simulator's loop runs a timer: its own lag, reported, because a
+    simulator that cannot keep up makes the brain look slower than it is."""
+    while True:
+        t = time.monotonic()
+        await asyncio.sleep(0.1)
+        LAG[0] = max(LAG[0], time.monotonic() - t - 0.1)
+
+
 async def warm_up(base: str, first: int) -> None:
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -314,10 +327,13 @@ async def storm(
             await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
             return await Machine(Identity(mac=mac_of(i)), link).run(base + "/boot.ipxe")
 
+        lag = asyncio.create_task(loop_lag())
         tasks = [asyncio.create_task(one(i, at)) for i, at in zip(order, starts, strict=True)]
         done, pending = await asyncio.wait(tasks, timeout=limit)
         for task in pending:
             task.cancel()
+        lag.cancel()
+        print(f"  the simulator's own event loop lagged up to {LAG[0]:.2f} s")
         traces = [t.result() for t in done if not t.cancelled() and t.exception() is None]
         for t in done:
             if not t.cancelled() and t.exception() is not None:
@@ -328,8 +344,15 @@ async def storm(
 
 
 def run_one(kind: str, url: str, args: argparse.Namespace, assets: Path) -> Report:
-    with tempfile.TemporaryDirectory(prefix="bb-storm-") as t:
+    where: contextlib.AbstractContextManager[str] = (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="bb-storm-"))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="bb-storm-")
+    )
+    with where as t:
         tmp = Path(t)
+        if args.keep:
+            print(f"  logs kept in {tmp}")
         tmp.chmod(0o755)
         servers = start(kind, url, tmp, assets, args.workers)
         try:
@@ -359,11 +382,14 @@ def run_one(kind: str, url: str, args: argparse.Namespace, assets: Path) -> Repo
             errors = (tmp / "nginx-main.log").read_text(errors="replace") + (
                 tmp / "bootbrain.error.log"
             ).read_text(errors="replace")
-            worst = [
-                ln for ln in errors.splitlines() if re.search(r"\[(error|crit|alert|emerg)\]", ln)
-            ]
-            if worst:
-                print(f"  nginx logged {len(worst)} errors, first: {worst[0][:200]}")
+            kinds = Counter(
+                re.sub(r"\d+", "N", m.group(1))
+                for m in re.finditer(
+                    r"\[(?:error|crit|alert|emerg)\] [\d#]+: (?:\*\d+ )?([^,]*)", errors
+                )
+            )
+            if kinds:
+                print(f"  nginx logged: {dict(kinds.most_common(6))}")
             status = Counter(
                 re.findall(
                     r'" (\d{3}) ', (tmp / "bootbrain.access.log").read_text(errors="replace")
@@ -403,6 +429,7 @@ def main() -> None:
     )
     ap.add_argument("--time-limit", type=float, default=900.0, help="seconds a storm may take")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the servers' logs")
     ap.add_argument("--no-reference", action="store_true", help="skip the naive brain's storm")
     args = ap.parse_args()
     if not shutil.which("nginx"):

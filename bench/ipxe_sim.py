@@ -131,6 +131,26 @@ def expand(text: str, settings: dict[str, str]) -> str:
     return "".join(out)
 
 
+def stage_of(url: str) -> str:
+    """Which step of a boot a URL belongs to, for errors by kind."""
+    path = url.split("?")[0]
+    if path.endswith("/boot.ipxe"):
+        return "bootstrap"
+    if path.endswith("/ipxe"):
+        return "decision"
+    if path.endswith("/done"):
+        return "completion"
+    if "/boot/" in path:
+        return "metadata"
+    return "download"
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, aiohttp.ClientOSError):
+        return f"{type(e).__name__} ({e.errno or str(e)[:60]})"
+    return type(e).__name__
+
+
 #: Options of iPXE's image and chain commands that take a value (``--name X``).
 _VALUE_OPTIONS = frozenset({"--name", "-n", "--timeout", "-t", "--default", "-d"})
 
@@ -197,19 +217,22 @@ class Machine:
         try:
             async with self.link.session.get(url, timeout=self._timeout()) as resp:
                 if resp.status >= 400:
-                    self.trace.errors[f"http {resp.status}"] += 1
+                    self._error(f"http {resp.status}", url)
                     await resp.read()
                     return None
                 if not download:
                     return await resp.read()
                 return await self._throttled_read(resp)
         except TimeoutError:
-            self.trace.errors["timeout"] += 1
+            self._error("timeout", url)
         except aiohttp.ClientConnectorError:
-            self.trace.errors["connect"] += 1
+            self._error("connect", url)
         except (aiohttp.ClientError, ConnectionError) as e:
-            self.trace.errors[type(e).__name__] += 1
+            self._error(_describe(e), url)
         return None
+
+    def _error(self, kind: str, url: str) -> None:
+        self.trace.errors[f"{kind} on {stage_of(url)}"] += 1
 
     async def _throttled_read(self, resp: aiohttp.ClientResponse) -> bytes:
         """Read and discard the body at the link's speed; the bytes are not kept."""
@@ -230,13 +253,13 @@ class Machine:
             async with self.link.session.post(url, data=data, timeout=self._timeout()) as resp:
                 await resp.read()
                 if resp.status >= 400:
-                    self.trace.errors[f"http {resp.status}"] += 1
+                    self._error(f"http {resp.status}", url)
                     return False
                 return True
         except TimeoutError:
-            self.trace.errors["timeout"] += 1
+            self._error("timeout", url)
         except (aiohttp.ClientError, ConnectionError) as e:
-            self.trace.errors[type(e).__name__] += 1
+            self._error(_describe(e), url)
         return False
 
     # -- the run ------------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_the_decision_scripts_download_retries_are_followed() -> None:
     trace, seen = asyncio.run(_run(routes, first="/ipxe"))
     assert trace.outcome == Outcome.COMPLETED, trace
     assert sum("vmlinuz" in s for s in seen) == 3
-    assert trace.errors["http 404"] == 2
+    assert trace.errors["http 404 on download"] == 2
 
 
 def test_a_kernel_that_never_comes_falls_through_to_local_disk() -> None:
