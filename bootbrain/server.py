@@ -41,6 +41,8 @@ MAX_HEAD: Final = MAX_REQUEST_LINE + MAX_HEADERS * (MAX_HEADER_LINE + 2) + 4
 MAX_BODY: Final = 1024 * 1024
 #: Connections a worker holds while their requests arrive; beyond it the oldest goes.
 MAX_PENDING: Final = 4096
+#: Connections a worker accepts each time the listening socket is ready.
+ACCEPT_BATCH: Final = 8
 #: How long a worker waits on a client reading its answer.
 SEND_TIMEOUT: Final = 10.0
 _SCRIPT_PATHS: Final = frozenset(p.encode() for p in SCRIPT_PATHS)
@@ -230,6 +232,14 @@ class BootWorker(SyncWorker):  # type: ignore[misc]
                 for conn in list(arriving.values()):
                     if conn.deadline > now:
                         break  # deadlines are in arrival order
+                    # The worker may have been busy serving past this deadline while
+                    # the request sat complete in the socket: read before refusing.
+                    if self._receive(conn, selector, arriving):
+                        self._hand_over(conn)
+                        self.notify()
+                        continue
+                    if conn.sock.fileno() not in arriving:
+                        continue  # refused or gone while reading
                     self._drop(conn, selector, arriving)
                     _send_now(
                         conn.sock,
@@ -254,7 +264,10 @@ class BootWorker(SyncWorker):  # type: ignore[misc]
         arriving: dict[int, _Arriving],
         timeout: float,
     ) -> None:
-        for _ in range(64):  # then let the other workers and the arriving requests in
+        # A few at a time: what this worker accepts, only it can serve, one after
+        # another, while the rest wait in the kernel's queue for whichever worker
+        # is free first.
+        for _ in range(ACCEPT_BATCH):
             try:
                 accepted, addr = listener.accept()
             except OSError as e:
