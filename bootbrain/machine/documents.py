@@ -239,4 +239,10 @@ def preview(
         network_config=documents.network_config_text(prepared),
         metadata=documents.metadata_document(prepared),
         redacted=redacted,
+        **flow.explain_variables(
+            source.profile_name,
+            source.profile_config.variables if source.profile_config else {},
+            source.groups,
+            source.machine_config.variables if source.machine_config else {},
+        ),
     )
