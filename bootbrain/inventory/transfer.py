@@ -378,9 +378,8 @@ def export(db: Database, fmt: str) -> str:
         "machines": [_machine_doc(m, keep["machines"]) for m in machines],
     }
     groups = _group_docs(db)
-    if groups:  # an inventory without groups exports as it did before they existed
-        doc = {**{k: v for k, v in doc.items() if k != "machines"}, "groups": groups}
-        doc["machines"] = [_machine_doc(m, keep["machines"]) for m in machines]
+    if groups:  # last, so an inventory without groups exports as it did before them
+        doc["groups"] = groups
     # Profiles referenced by menus must come first on import.
     doc["profiles"].sort(key=lambda p: p["kind"] == "menu")
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
