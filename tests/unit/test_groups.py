@@ -3,6 +3,9 @@ the script a group's variable reaches (exact lines)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from bootbrain.boot import script as ipxe
@@ -126,3 +129,25 @@ def test_a_missing_variable_fails_the_render() -> None:
     with pytest.raises(TemplateProblem) as e:
         render_decision(Decision("assigned", bare, "t"), None, CTX)
     assert e.value.field == "cmdline"
+
+
+SCRIPTED = ProfileView(
+    name="site-menu",
+    kind="ipxe",
+    script="echo ntp {{ vars.ntp }} for {{ vars.site }}\n"
+    "chain --autofree {{ assets }}/{{ vars.site }}/menu.ipxe?ntp={{ vars.ntp }}",
+    variables={"site": "ams1", "ntp": "pool.example"},
+)
+
+
+def test_golden_script_with_group_variables() -> None:
+    """The whole script, pinned: ``tests/golden/group_vars.ipxe``
+    (``BOOTBRAIN_UPDATE_GOLDEN=1`` rewrites it; review the diff)."""
+    m = machine(network="rack1", labels=("rack=a",), tags=("gpu",), variables={"site": "ams2"})
+    d = Decision("assigned", SCRIPTED, "test", machine_id=7, groups=(EVERYONE, RACK_A))
+    rendered = render_decision(d, m, CTX)
+    ipxe.check_script(rendered)
+    path = Path(__file__).resolve().parents[1] / "golden" / "group_vars.ipxe"
+    if os.environ.get("BOOTBRAIN_UPDATE_GOLDEN") == "1":
+        path.write_text(rendered)
+    assert rendered == path.read_text()
