@@ -28,6 +28,7 @@ from bootbrain.boot.types import (
     RenderContext,
     StaticNet,
 )
+from tests.unit.test_groups import group_vars_script
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 BASE = "http://10.0.0.1:8080"
@@ -146,6 +147,7 @@ CASES: dict[str, Callable[[], str]] = {
     "decision_error": lambda: render_decision(Decision("error", None, "boom"), None, CTX),
     "error_retry": lambda: render_error("boot server inventory unavailable", 15),
     "error_local": lambda: render_error("boot script failed to render on the server", None),
+    "group_vars": group_vars_script,
 }
 
 
