@@ -38,7 +38,7 @@ from bootbrain.integrations import commands as integration_commands
 from bootbrain.integrations import reconcile as reconciler
 from bootbrain.integrations.sync import replay_spools
 from bootbrain.inventory import bmc as bmc_records
-from bootbrain.inventory import funnel, transfer
+from bootbrain.inventory import funnel, groups, transfer
 from bootbrain.machine import documents, flow
 from bootbrain.models import utcnow
 from bootbrain.security import private_dir
@@ -504,6 +504,13 @@ def _machine_fields(**opts: Any) -> dict[str, Any]:
             out["nics"] = [{"mac": m, "boot": i == 0} for i, m in enumerate(value)]
         elif key == "tag":
             out["tags"] = list(value)
+        elif key == "label":
+            out["labels"] = list(value)
+        elif key == "var":
+            bad = [v for v in value if "=" not in v]
+            if bad:
+                fail(f"--var {bad[0]!r}: expected NAME=VALUE", 2)
+            out["variables"] = dict(v.split("=", 1) for v in value)
         else:
             out[key] = value
     return out
@@ -527,6 +534,8 @@ def machine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--address"),
             click.option("--interface"),
             click.option("--notes"),
+            click.option("--label", multiple=True, help="key=value (repeatable; replaces all)"),
+            click.option("--var", multiple=True, help="NAME=VALUE template variable (repeatable)"),
         ]
     ):
         fn = opt(fn)
@@ -867,6 +876,8 @@ def machine_config(
         f"# machine {machine_id}: step {out.step}, profile {out.profile or '(none)'}", err=True
     )
     click.echo(f"# {out.reason}", err=True)
+    for variable in out.variables:
+        click.echo(f"# {variable.describe()}", err=True)
     if document:
         if document not in texts:
             fail(f"the profile {out.profile or '(none)'} has no Ignition config", 1)
@@ -1051,6 +1062,23 @@ main.add_command(
         },
     )
 )
+main.add_command(
+    _resource_group(
+        "group",
+        "groups",
+        schemas.GroupIn,
+        schemas.GroupUpdate,
+        schemas.GroupOut,
+        ["id", "name", "state", "network", "tags", "labels", "variables"],
+        {
+            "create": groups.create_group,
+            "get": groups.get_group,
+            "list": groups.list_groups,
+            "update": groups.update_group,
+            "delete": groups.delete_group,
+        },
+    )
+)
 
 
 # --- import / export / demo / render -----------------------------------------------------
@@ -1167,6 +1195,8 @@ def render(
         err=True,
     )
     click.echo(f"# {out.reason}", err=True)
+    for variable in out.variables:
+        click.echo(f"# {variable.describe()}", err=True)
     if out.problem is not None:
         click.echo(f"# render failed: {out.problem.describe()}", err=True)
     click.echo(out.script, nl=False)

@@ -132,6 +132,8 @@ class Profile(Base):
     vendor_data: Mapped[str | None] = mapped_column(Text)
     #: Ignition config template (bootbrain.boot.ignition), served as ignition.json.
     ignition: Mapped[str | None] = mapped_column(Text)
+    #: Template variables (name → value; groups and the machine override them).
+    variables: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -179,6 +181,10 @@ class Machine(Base):
     #: None: the profile's; "": none, not even the profile's.
     user_data: Mapped[str | None] = mapped_column(Text)
     vendor_data: Mapped[str | None] = mapped_column(Text)
+    #: ``key=value`` labels, sorted: what groups select machines by.
+    labels: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    #: Template variables: the machine's own win over its groups' and profile's.
+    variables: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column()
@@ -275,6 +281,39 @@ class Rule(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     profile: Mapped[Profile] = relationship(lazy="joined")
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Group(Base):
+    """Variables shared by the machines its selectors match (:mod:`bootbrain.boot.groups`).
+
+    Independent of the boot decision's profile choice. ``state``, ``network``,
+    ``manufacturer`` and ``product`` are filtered in SQL on the hot path; ``tags`` and
+    ``labels`` in the core. ``network`` is a network's name, not a key: a group may
+    name a network that does not exist (yet), as a selector that matches nothing.
+    """
+
+    __tablename__ = "machine_group"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    manufacturer: Mapped[str | None] = mapped_column(String(128))
+    product: Mapped[str | None] = mapped_column(String(128))
+    state: Mapped[str | None] = mapped_column(String(16))
+    network: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    labels: Mapped[list[str]] = mapped_column(default=list)
+    variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ssh_keys: Mapped[list[str]] = mapped_column(default=list)
+    os_tags: Mapped[list[str]] = mapped_column(default=list)
+    #: The API's ``metadata``.
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}
 

@@ -32,9 +32,12 @@ from bootbrain.vocabulary import (
     CONTROL_RE,
     DOMAIN_RE,
     INTERFACE_RE,
+    LABEL_RE,
     MENU_KEY_RE,
     NAME_RE,
     TAG_RE,
+    VARIABLE_NAME_RE,
+    VARIABLE_VALUE_RE,
     Buildarch,
     LeaseAction,
     LeaseSource,
@@ -154,6 +157,57 @@ IgnitionConfig = Annotated[
     StringConstraints(max_length=ignition.MAX_IGNITION),
     AfterValidator(ignition.check_ignition_text),
 ]
+
+
+def _variable_name(value: str) -> str:
+    if not VARIABLE_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"variable name {value!r} is not an identifier (letters, digits, '_'; "
+            "not starting with a digit; at most 64)"
+        )
+    return value
+
+
+def _variable_value(value: str) -> str:
+    if "${" in value or "{{" in value:
+        raise ValueError("a value may not hold an expansion ('${' or '{{')")
+    if not VARIABLE_VALUE_RE.fullmatch(value):
+        raise ValueError(
+            "a value reaches iPXE scripts unquoted: one word of at most 1024 of "
+            "[A-Za-z0-9._:/@%+=,~?!*[]^-] (no whitespace, $, {}, #, ;, &, |, quotes)"
+        )
+    return value
+
+
+def _unique_label_keys(labels: list[str]) -> list[str]:
+    keys = [label.split("=", 1)[0] for label in labels]
+    if len(keys) != len(set(keys)):
+        raise ValueError("a label key is listed twice")
+    return sorted(labels)
+
+
+def _label(value: str) -> str:
+    if not LABEL_RE.fullmatch(value):
+        raise ValueError(
+            f"label {value!r} is not key=value (key: a letter or digit, then letters, "
+            "digits, '_./-'; value: letters, digits, '_.:-')"
+        )
+    return value
+
+
+#: Template variables (``{{ vars.NAME }}``), name → one safe word.
+Variables = Annotated[
+    dict[
+        Annotated[str, AfterValidator(_variable_name)],
+        Annotated[str, AfterValidator(_variable_value)],
+    ],
+    Field(max_length=64),
+]
+Labels = Annotated[
+    list[Annotated[str, AfterValidator(_label)]],
+    Field(max_length=64),
+    AfterValidator(_unique_label_keys),
+]
 State = MachineState
 Kind = ProfileKind
 Scope = TokenScope
@@ -236,6 +290,11 @@ class MachineFields(_In):
         description="cloud-init vendor-data template (secret); null: the profile's, "
         '"": none at all',
     )
+    labels: Labels = Field(default=[], description="key=value labels that groups select by")
+    variables: Variables = Field(
+        default_factory=dict,
+        description="template variables (vars.NAME), over the profile's and the groups'",
+    )
 
     @model_validator(mode="after")
     def _unique_macs(self) -> MachineFields:
@@ -273,13 +332,15 @@ class MachineUpdate(_In):
     metadata: Metadata | None = None
     user_data: Document | None = None
     vendor_data: Document | None = None
+    labels: Labels | None = None
+    variables: Variables | None = None
 
-    @field_validator("tags", "nics", "ssh_keys", "metadata")
+    @field_validator("tags", "nics", "ssh_keys", "metadata", "labels", "variables")
     @classmethod
     def _null_clears(cls, value: Any, info: ValidationInfo) -> Any:
         """An explicit null means what []/{} means; a field left out stays unset."""
         if value is None:
-            return {} if info.field_name == "metadata" else []
+            return {} if info.field_name in ("metadata", "variables") else []
         return value
 
     _state_not_null = field_validator("state", mode="before")(_not_null)
@@ -325,6 +386,8 @@ class MachineOut(BaseModel):
         default=[],
         description="secret fields withheld from this answer (listings, read-scope tokens)",
     )
+    labels: list[str] = []
+    variables: dict[str, str] = {}
     created_at: datetime
     updated_at: datetime
     last_seen_at: datetime | None
@@ -362,6 +425,8 @@ class MachineOut(BaseModel):
             metadata=dict(m.meta),
             **secrets,
             redacted=redacted,
+            labels=list(m.labels),
+            variables=dict(m.variables),
             created_at=m.created_at,
             updated_at=m.updated_at,
             last_seen_at=m.last_seen_at,
@@ -501,6 +566,10 @@ class ProfileFields(_In):
         default=None,
         description="Ignition spec 3.x config template, served as ignition.json (secret)",
     )
+    variables: Variables = Field(
+        default_factory=dict,
+        description="template variables (vars.NAME); groups and the machine override them",
+    )
 
 
 class ProfileIn(ProfileFields):
@@ -539,6 +608,7 @@ class ProfileOut(BaseModel):
         default=[],
         description="secret fields withheld from this answer (listings, read-scope tokens)",
     )
+    variables: dict[str, str] = {}
     version: int
 
     @classmethod
@@ -565,6 +635,7 @@ class ProfileOut(BaseModel):
             metadata=dict(p.meta),
             **secrets,
             redacted=redacted,
+            variables=dict(p.variables),
             version=p.version,
         )
 
@@ -715,6 +786,19 @@ class PreviewOut(BaseModel):
         default=None,
         description="why the script failed to render (step error: the machine boots from disk)",
     )
+    groups: list[str] = Field(default=[], description="groups applied, least specific first")
+    variables: list[VariableOut] = Field(
+        default=[], description="the merged template variables, each with where it came from"
+    )
+
+
+class VariableOut(BaseModel):
+    name: str
+    value: str
+    source: str = Field(description="'profile NAME', 'group NAME' or 'machine'")
+
+    def describe(self) -> str:
+        return f"{self.name} = {self.value} from {self.source}"
 
 
 class ConfigPreviewQuery(_In):
@@ -740,6 +824,93 @@ class ConfigPreviewOut(BaseModel):
     redacted: list[str] = Field(
         default=[], description="secret documents withheld (read-scope tokens)"
     )
+    groups: list[str] = Field(default=[], description="groups applied, least specific first")
+    variables: list[VariableOut] = Field(
+        default=[], description="the merged template variables, each with where it came from"
+    )
+
+
+# --- groups (variables shared by the machines their selectors match) ---------------------
+
+
+class GroupFields(_In):
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    manufacturer: Text | None = Field(default=None, description="selector")
+    product: Text | None = Field(default=None, description="selector")
+    state: State | None = Field(default=None, description="selector: the machine's state")
+    network: Name | None = Field(default=None, description="selector: its static network's name")
+    tags: Annotated[list[Tag], Field(max_length=16)] = Field(
+        default=[], description="selector: all of these tags are on the machine"
+    )
+    labels: Labels = Field(default=[], description="selector: all of these key=value labels")
+    variables: Variables = Field(default_factory=dict, description="template variables")
+    ssh_keys: SshKeys = Field(default=[], description="SSH public keys for the booted OS")
+    os_tags: Annotated[list[Tag], Field(max_length=64)] = Field(
+        default=[], description="tags the booted OS sees"
+    )
+    metadata: Metadata = Field(default_factory=dict, description="merged as a JSON merge patch")
+
+
+class GroupIn(GroupFields):
+    name: Name
+
+
+class GroupUpdate(GroupFields):
+    """Partial update: only the fields sent change; lists and objects are replaced."""
+
+    name: Name | None = None
+
+    _not_null = field_validator("name", mode="before")(_not_null)
+
+    @field_validator(
+        "tags", "labels", "ssh_keys", "os_tags", "metadata", "variables", mode="before"
+    )
+    @classmethod
+    def _null_clears(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return {} if info.field_name in ("metadata", "variables") else []
+        return value
+
+
+class GroupOut(BaseModel):
+    id: int
+    name: str
+    description: str | None
+    manufacturer: str | None
+    product: str | None
+    state: str | None
+    network: str | None
+    tags: list[str]
+    labels: list[str]
+    variables: dict[str, str]
+    ssh_keys: list[str]
+    os_tags: list[str]
+    metadata: dict[str, Any]
+    version: int
+
+    @classmethod
+    def of(cls, g: models.Group) -> GroupOut:
+        return cls(
+            id=g.id,
+            name=g.name,
+            description=g.description,
+            manufacturer=g.manufacturer,
+            product=g.product,
+            state=g.state,
+            network=g.network,
+            tags=list(g.tags),
+            labels=list(g.labels),
+            variables=dict(g.variables),
+            ssh_keys=list(g.ssh_keys),
+            os_tags=list(g.os_tags),
+            metadata=dict(g.meta),
+            version=g.version,
+        )
+
+
+class GroupPage(BaseModel):
+    items: list[GroupOut]
+    next_after: int | None
 
 
 # --- apply (the inventory as code) ----------------------------------------------------

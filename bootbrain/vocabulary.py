@@ -68,6 +68,15 @@ DOMAIN_RE: Final = re.compile(
     r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
 )
 MENU_KEY_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+#: A template variable's name (``{{ vars.ntp }}``): an identifier, ASCII only.
+VARIABLE_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: A template variable's value: it reaches iPXE scripts and cmdlines, where nothing is
+#: quoted, so one word without whitespace, ``$``/``{``/``}`` (iPXE's and Jinja's
+#: expansions), ``#``, ``;``, ``&``, ``|``, ``<``, ``>``, quotes or backslashes.
+VARIABLE_VALUE_RE: Final = re.compile(r"[A-Za-z0-9._:/@%+=,~?!*\[\]^-]{0,1024}")
+#: A machine label, ``key=value``: a key like a name, a value of the same characters
+#: (possibly empty).
+LABEL_RE: Final = re.compile(r"([A-Za-z0-9][A-Za-z0-9_./-]{0,62})=([A-Za-z0-9_.:-]{0,63})")
 #: A boot file served by TFTP (and over HTTP): no separators, spaces or DHCP syntax.
 BOOTFILE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

@@ -1,6 +1,6 @@
 """Views of the operator API. Thin: parse (spectree + pydantic), call
 :mod:`bootbrain.inventory`, shape the answer. Networks, profiles and rules share one
-CRUD factory; machines add next-boot and preview; tokens, events and lease events
+CRUD factory (groups too); machines add next-boot and preview; tokens, events and lease events
 are their own small views.
 """
 
@@ -21,7 +21,7 @@ from bootbrain.db import Database
 from bootbrain.errors import FieldError
 from bootbrain.inventory import apply as inventory_apply
 from bootbrain.inventory import bmc as bmc_records
-from bootbrain.inventory import funnel, leases
+from bootbrain.inventory import funnel, groups, leases
 from bootbrain.machine import documents, flow
 from bootbrain.models import utcnow
 from bootbrain.schemas import Problem
@@ -266,6 +266,22 @@ def _routes() -> Routes:
             inventory.list_rules,
             inventory.update_rule,
             inventory.delete_rule,
+        ),
+    )
+    crud(
+        bp,
+        Crud(
+            "groups",
+            "groups",
+            schemas.GroupIn,
+            schemas.GroupUpdate,
+            schemas.GroupOut,
+            schemas.GroupPage,
+            groups.create_group,
+            groups.get_group,
+            groups.list_groups,
+            groups.update_group,
+            groups.delete_group,
         ),
     )
 

@@ -8,6 +8,9 @@ Order (BRIEF "The decision"):
 3. ``rule`` — the most specific matching rule;
 4. ``default`` — the configured default profile, or local boot when there is none.
 
+Groups (:mod:`bootbrain.boot.groups`) do not take part in choosing the profile; the
+decision records which apply, and says so in its reason.
+
 A rule matches when every selector it sets matches: ``manufacturer``, ``product``,
 ``buildarch`` and ``platform`` by exact string equality, and every one of its
 ``tags`` is on the machine. A rule's manufacturer and product are compared with what
@@ -26,9 +29,11 @@ depends on the order the rules arrive in.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
-from .types import Decision, Facts, MachineView, ProfileView, RuleView
+from .groups import applying, describe
+from .types import Decision, Facts, GroupView, MachineView, ProfileView, RuleView
 
 _EMPTY_FACTS = Facts(None, None, None, None, None, None, None, None, None)
 
@@ -99,8 +104,24 @@ def decide(
     facts: Facts | None,
     default: ProfileView | None,
     now: datetime,
+    groups: Sequence[GroupView] = (),
 ) -> Decision:
-    """What this machine boots now, which step decided, and why."""
+    """What this machine boots now, which step decided, why, and which groups apply
+    (their variables are merged into the script's and documents' templates)."""
+    decision = _decide(machine, rules, facts, default, now)
+    applied = applying(groups, machine, facts)
+    if not applied:
+        return decision
+    return replace(decision, groups=applied, reason=decision.reason + describe(applied))
+
+
+def _decide(
+    machine: MachineView | None,
+    rules: Sequence[RuleView],
+    facts: Facts | None,
+    default: ProfileView | None,
+    now: datetime,
+) -> Decision:
     machine_id = machine.id if machine else None
     expired_note = ""
     if machine is not None and machine.next_boot is not None:

@@ -7,7 +7,10 @@ Served by the machine routes under ``/boot/<token>/`` against the per-boot token
 How a profile's and a machine's configuration merge (the machine wins)
 ----------------------------------------------------------------------
 The profile is the one this boot booted (a one-shot action's, the assigned one, a
-rule's or the default), read when the document is fetched.
+rule's or the default), read when the document is fetched. The groups that apply to
+the machine (:mod:`bootbrain.boot.groups`) come between the two, least specific
+first, each merged like a machine over what came before; template variables
+(``vars``): the later one wins.
 
 ``ssh_keys``
     Union: the profile's keys, then the machine's; a key already listed (same type
@@ -57,7 +60,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -223,24 +226,36 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def merge(profile: OsConfig | None, machine: OsConfig | None) -> OsConfig:
-    """The configuration the booted OS gets (rules in this module's docstring)."""
+def merge(
+    profile: OsConfig | None, machine: OsConfig | None, groups: Sequence[OsConfig] = ()
+) -> OsConfig:
+    """The configuration the booted OS gets (rules in this module's docstring): the
+    profile's, then each group's in the order given (least specific first,
+    :mod:`bootbrain.boot.groups`), then the machine's."""
     p = profile or OsConfig()
     m = machine or OsConfig()
+    layers = (p, *groups, m)
     keys: list[str] = []
     seen: set[str] = set()
-    for key in (*p.ssh_keys, *m.ssh_keys):
+    for key in (k for layer in layers for k in layer.ssh_keys):
         material = key_material(key)
         if material not in seen:
             seen.add(material)
             keys.append(key)
+    metadata: Any = p.metadata
+    variables: dict[str, str] = {}
+    for layer in layers:
+        if layer is not p:
+            metadata = merge_patch(metadata, layer.metadata)
+        variables.update(layer.variables)
     return OsConfig(
         ssh_keys=tuple(keys),
-        tags=tuple(sorted({*p.tags, *m.tags})),
-        metadata=merge_patch(p.metadata, m.metadata),
+        tags=tuple(sorted({t for layer in layers for t in layer.tags})),
+        metadata=metadata,
         user_data=m.user_data if m.user_data is not None else p.user_data,
         vendor_data=m.vendor_data if m.vendor_data is not None else p.vendor_data,
         ignition=m.ignition if m.ignition is not None else p.ignition,
+        variables=variables,
     )
 
 
@@ -278,7 +293,7 @@ def document_variables(
     ``profile`` (the boot's profile name or ``""``), ``instance_id`` and ``fqdn``.
     """
     return _config_variables(
-        template_variables(machine, ctx),
+        template_variables(machine, ctx, config.variables),
         config,
         profile or "",
         machine.id if machine else None,
@@ -463,7 +478,8 @@ class Prepared:
 
 def prepare(source: ConfigSource, boot_id: str, ctx: RenderContext) -> Prepared:
     """Merge and collect variables (raises RenderError for an unusable static assignment)."""
-    config = merge(source.profile_config, source.machine_config)
+    groups = [g.config for g in source.groups]
+    config = merge(source.profile_config, source.machine_config, groups)
     variables = document_variables(source.machine, config, source.profile_name, boot_id, ctx)
     return Prepared(source, config, variables, network_view(source, variables), boot_id, ctx)
 

@@ -19,11 +19,13 @@ from typing import Any, Final
 from bootbrain.errors import RenderError, TemplateProblem
 from bootbrain.vocabulary import DECISION_STEPS, LOCAL_METHODS, NAME_RE
 
+from .groups import merged_variables
 from .sandbox import ScriptText, bounded, render_operator, render_shipped
 from .types import Decision, MachineView, ProfileView, RenderContext
 from .validate import (
     SAMPLE_CONTEXT,
     SAMPLE_MACHINE,
+    SampleVars,
     check_menu,
     check_stored_value,
     compile_template,
@@ -172,21 +174,26 @@ def _profile_vars(
     return out
 
 
-def render_decision(decision: Decision, machine: MachineView | None, ctx: RenderContext) -> str:
+def render_decision(
+    decision: Decision, machine: MachineView | None, ctx: RenderContext, sample: bool = False
+) -> str:
     """The full ``/ipxe`` script for this decision.
 
     Raises :class:`TemplateProblem` when an operator template fails to render for this
     machine (:class:`~bootbrain.errors.RenderLimitError`: beyond ``ctx.limits``), and
     :class:`RenderError` when the result would not be exactly the intended script;
-    answer the machine with :func:`render_error` in both cases.
+    answer the machine with :func:`render_error` in both cases. ``sample``: a
+    check when saving, where every template variable has a value.
     """
     if decision.step not in DECISION_STEPS:
         raise RenderError(f"unknown decision step {decision.step!r}")
     with bounded(ctx.limits):  # all of the script's templates together
-        return _render_decision(decision, machine, ctx)
+        return _render_decision(decision, machine, ctx, sample)
 
 
-def _render_decision(decision: Decision, machine: MachineView | None, ctx: RenderContext) -> str:
+def _render_decision(
+    decision: Decision, machine: MachineView | None, ctx: RenderContext, sample: bool
+) -> str:
     sets: list[tuple[str, str]] = []
     message: ScriptText | None = None
     profile_vars: dict[str, Any] | None = None
@@ -196,7 +203,10 @@ def _render_decision(decision: Decision, machine: MachineView | None, ctx: Rende
     elif decision.step == "error":
         message = ScriptText("internal error while deciding")
     else:
-        variables = template_variables(machine, ctx)
+        named = merged_variables(decision.profile, decision.groups, machine)
+        variables = template_variables(machine, ctx, named)
+        if sample:
+            variables["vars"] = SampleVars(named)
         if machine is not None and machine.static is not None:
             sets += [(ScriptText(name), variables[key]) for name, key in STATIC_SETTINGS]
         sets += [
@@ -311,6 +321,6 @@ def validate_profile(profile: ProfileView, field: str = "") -> None:
     if not field:
         decision = Decision(step="assigned", profile=profile, reason="validation")
         try:
-            render_decision(decision, SAMPLE_MACHINE, SAMPLE_CONTEXT)
+            render_decision(decision, SAMPLE_MACHINE, SAMPLE_CONTEXT, sample=True)
         except RenderError as e:
             raise TemplateProblem(prefix + profile.kind, None, str(e)) from None

@@ -61,6 +61,8 @@ class ProfileView:
     local_method: str | None = None  # exit | sanboot
     menu: MenuView | None = None
     complete_state: str | None = None
+    #: Template variables (``{{ vars.NAME }}``); groups and the machine override them.
+    variables: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class OsConfig:
     #: A profile's Ignition config template (:mod:`bootbrain.boot.ignition`); machines
     #: have none and take their profile's.
     ignition: str | None = None
+    #: Template variables, name → one safe word.
+    variables: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class ConfigSource:
     #: is a static assignment) and the MAC of its NIC, to match it by.
     interface: str = "eth0"
     mac: str | None = None
+    #: The groups that apply to the machine, least specific first.
+    groups: tuple[GroupView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,26 @@ class MachineView:
     next_boot: NextBootView | None
     static: StaticNet | None
     macs: tuple[str, ...] = ()
+    #: The name of the machine's static network (a group selector).
+    network: str | None = None
+    #: ``key=value`` labels (group selectors).
+    labels: tuple[str, ...] = ()
+    #: The machine's own template variables.
+    variables: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """A group: selectors and the variables it gives the machines they match."""
+
+    name: str
+    manufacturer: str | None = None
+    product: str | None = None
+    state: str | None = None
+    network: str | None = None
+    tags: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    config: OsConfig = field(default_factory=lambda: OsConfig(), hash=False)
 
 
 @dataclass(frozen=True)
@@ -159,6 +185,9 @@ class Decision:
     machine_id: int | None = None
     #: Step "action": the ref of the action decided by (what its completion consumes).
     action_ref: str | None = None
+    #: The groups that apply to the machine, least specific first (their variables
+    #: are merged between the profile's and the machine's).
+    groups: tuple[GroupView, ...] = ()
 
 
 @dataclass(frozen=True)

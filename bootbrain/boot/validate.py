@@ -41,6 +41,7 @@ __all__ = [
     "MENU_TEXT_RE",
     "SAMPLE_CONTEXT",
     "SAMPLE_MACHINE",
+    "SampleVars",
     "check_menu",
     "check_stored_value",
     "compile_template",
@@ -143,7 +144,7 @@ def compile_template(source: str, field: str) -> None:
         raise ValueError(f"not a template field: {field}")
     check_stored_value(field, source)
     compile_source(source, base)
-    render_operator(field, source, template_variables(SAMPLE_MACHINE, SAMPLE_CONTEXT))
+    render_operator(field, source, sample_variables())
 
 
 SAMPLE_CONTEXT: Final = RenderContext(
@@ -180,9 +181,18 @@ SAMPLE_MACHINE: Final = MachineView(
 )
 
 
+class SampleVars(dict[str, str]):
+    """``vars`` when a template is saved: every name has a value, since the groups
+    that will give it one may not exist yet. A machine that lacks one at boot gets
+    the render's error script (local boot), and the boot preview names the variable."""
+
+    def __missing__(self, key: str) -> str:
+        return "sample"
+
+
 def sample_variables() -> dict[str, Any]:
     """Template variables of the sample machine used to check templates when saved."""
-    return template_variables(SAMPLE_MACHINE, SAMPLE_CONTEXT)
+    return {**template_variables(SAMPLE_MACHINE, SAMPLE_CONTEXT), "vars": SampleVars()}
 
 
 def check_menu(menu: MenuView | None, field: str) -> MenuView:

@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
 from bootbrain.errors import RenderError
-from bootbrain.vocabulary import DOMAIN_RE, HOSTNAME_RE, INTERFACE_RE, LOCAL_METHODS
+from bootbrain.vocabulary import (
+    DOMAIN_RE,
+    HOSTNAME_RE,
+    INTERFACE_RE,
+    LOCAL_METHODS,
+    VARIABLE_NAME_RE,
+    VARIABLE_VALUE_RE,
+)
 
 from .sandbox import MachineText
 from .types import MachineView, RenderContext, StaticNet
@@ -169,9 +177,19 @@ def _check_context(ctx: RenderContext) -> None:
         raise RenderError("unknown local boot method in the render context")
 
 
-def template_variables(machine: MachineView | None, ctx: RenderContext) -> dict[str, Any]:
-    """The variables operator templates see (documented in this module's docstring)."""
+def template_variables(
+    machine: MachineView | None,
+    ctx: RenderContext,
+    variables: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The variables operator templates see (README "Templates" lists them);
+    ``variables``: the merged template variables (:mod:`bootbrain.boot.groups`), as
+    ``vars``. They are re-checked here, since they reach script text unquoted."""
     _check_context(ctx)
+    named = dict(variables or {})
+    for name, value in named.items():
+        if not VARIABLE_NAME_RE.fullmatch(name) or not VARIABLE_VALUE_RE.fullmatch(value):
+            raise RenderError(f"unsafe template variable {name!r}")
     static = dict.fromkeys(
         ("ip_config", "ip", "netmask", "prefix", "gateway", "interface", "dns", "dns2", "domain"),
         "",
@@ -201,4 +219,5 @@ def template_variables(machine: MachineView | None, ctx: RenderContext) -> dict[
         "boot_id": ctx.boot_id or "",
         "done_url": ctx.done_url or "",
         "metadata_url": ctx.metadata_url or "",
+        "vars": named,
     }

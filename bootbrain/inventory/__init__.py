@@ -9,6 +9,7 @@ integrations read the inventory through the functions listed here, and
   reservations they hand out;
 * :mod:`~bootbrain.inventory.catalog` — networks, profiles and rules
   (:mod:`~bootbrain.inventory.checks`: the boot core's save-time checks, as field errors);
+* :mod:`~bootbrain.inventory.groups` — groups (variables by group);
 * :mod:`~bootbrain.inventory.tokens` — API tokens and authentication;
 * :mod:`~bootbrain.inventory.lookup` — the ``/ipxe`` hot path's reads;
 * :mod:`~bootbrain.inventory.discovery` — registering unknown machines, capped;

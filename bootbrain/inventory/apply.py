@@ -1,7 +1,7 @@
 """``bootbrain apply``: the YAML ``bootbrain export`` writes, as a desired state.
 
-The document is compared with the inventory by natural keys — networks, profiles and
-rules by name; machines by hostname, else boot MAC (else UUID, else serial) — and
+The document is compared with the inventory by natural keys — networks, profiles,
+rules and groups by name; machines by hostname, else boot MAC (else UUID, else serial) — and
 gives a :class:`Plan`: creates, updates with the fields that change and, with
 ``prune``, deletes of what the file does not name. Both sides are compared in one
 form: the inventory's objects are exported and read back through the same create
@@ -38,11 +38,12 @@ from bootbrain.errors import (
     PlanStaleError,
 )
 from bootbrain.errors import RowProblem as Problem
-from bootbrain.models import Boot, Machine, Network, Profile, Rule
+from bootbrain.models import Boot, Group, Machine, Network, Profile, Rule
 
 from .base import add_event, by_name, flush_or_conflict, named_conflict
 from .catalog import _profile_lookup, add_network, add_profile, add_rule
 from .checks import check_profile
+from .groups import add_group, change_group
 from .machines import (
     _apply_machine,
     _machine_conflict,
@@ -52,7 +53,13 @@ from .machines import (
 )
 from .transfer import _MODELS, SECTIONS, Progress, Row, _yaml_rows
 
-KINDS = {"networks": "network", "profiles": "profile", "rules": "rule", "machines": "machine"}
+KINDS = {
+    "networks": "network",
+    "profiles": "profile",
+    "rules": "rule",
+    "groups": "group",
+    "machines": "machine",
+}
 #: Values never printed in a diff (they can hold passwords).
 SECRET = frozenset(schemas.PROFILE_SECRET_FIELDS)
 
@@ -67,7 +74,7 @@ class FieldChange:
 @dataclass
 class Change:
     action: str  # create | update | delete
-    kind: str  # network | profile | rule | machine
+    kind: str  # network | profile | rule | group | machine
     key: str
     line: int | None  # the file's row (None for a delete)
     fields: list[FieldChange] = field(default_factory=list)
@@ -168,6 +175,8 @@ def _current(s: Session) -> dict[str, list[Item]]:
         add("profiles", p, doc)
     for r in s.scalars(select(Rule).order_by(Rule.id)):
         add("rules", r, schemas.RuleOut.of(r).model_dump(include=keep["rules"]))
+    for g in s.scalars(select(Group).order_by(Group.id)):
+        add("groups", g, schemas.GroupOut.of(g).model_dump(include=keep["groups"]))
     for m in s.scalars(select(Machine).order_by(Machine.id)).unique():
         out_m = schemas.MachineOut.of(m, reveal=True)
         doc = out_m.model_dump(include=keep["machines"])
@@ -500,6 +509,8 @@ def _execute(s: Session, d: _Draft, actor: str, progress: Progress | None) -> li
     upserts("profiles", lambda p: p["kind"] != "menu")
     upserts("profiles", lambda p: p["kind"] == "menu")
     upserts("rules")
+    upserts("groups")
+    deletes("groups")
     upserts("machines", existing=True)  # first: they may free what a new machine takes
     upserts("machines", existing=False)
     deletes("profiles", lambda p: p["kind"] == "menu")
@@ -529,6 +540,7 @@ def _upsert(
             "networks": lambda: add_network(s, model, actor),  # type: ignore[arg-type]
             "profiles": lambda: add_profile(s, model, actor),  # type: ignore[arg-type]
             "rules": lambda: add_rule(s, model, actor),  # type: ignore[arg-type]
+            "groups": lambda: add_group(s, model, actor),  # type: ignore[arg-type]
             "machines": lambda: add_machine(s, model, actor),  # type: ignore[arg-type]
         }
         return adder[kind]
@@ -550,6 +562,9 @@ def _upsert(
                     setattr(p, k, v)
             apply_os_config(p, changes)
             flush_or_conflict(s, named_conflict("profile", p.name))
+        elif kind == "groups":
+            change_group(s, s.get_one(Group, h.id), changes, actor, " (apply)")
+            return
         elif kind == "rules":
             r = s.get_one(Rule, h.id)
             for k, v in changes.items():
@@ -569,7 +584,13 @@ def _upsert(
 
 
 def _delete(s: Session, kind: str, h: Item, key: str, actor: str) -> Callable[[], Any]:
-    model = {"networks": Network, "profiles": Profile, "rules": Rule, "machines": Machine}[kind]
+    model = {
+        "networks": Network,
+        "profiles": Profile,
+        "rules": Rule,
+        "groups": Group,
+        "machines": Machine,
+    }[kind]
 
     def remove() -> None:
         obj = s.get_one(model, h.id)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from bootbrain import security
 from bootbrain.boot import types as bt
+from bootbrain.boot.groups import applying
 from bootbrain.db import ConnectionReader, Database
 from bootbrain.errors import BootTokenError
 from bootbrain.models import Boot, Machine, Profile, utcnow
@@ -53,10 +54,14 @@ def config_source(
     interface, mac = os_nic(m) if m is not None else ("eth0", None)
     # The view /ipxe renders from (lookup.load_machine), so IPXE_BOOT_LINUX_IP_CONFIG
     # and network-config come from the same StaticNet through render.static_values.
+    reader = ConnectionReader(s.connection())
+    machine = lookup.load_machine(reader, m.id) if m is not None else None
+    # The groups as the boot saw them, by the inventory's values (a document request
+    # carries no facts).
+    groups = applying(lookup.candidate_groups(reader, machine), machine, None)
     return bt.ConfigSource(
-        machine=lookup.load_machine(ConnectionReader(s.connection()), m.id)
-        if m is not None
-        else None,
+        machine=machine,
+        groups=groups,
         machine_config=os_config_of(m) if m is not None else None,
         profile_name=profile_name,
         profile_config=os_config_of(profile) if profile is not None else None,

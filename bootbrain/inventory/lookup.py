@@ -6,7 +6,8 @@ identity key the machine sent (so a conflict between two keys is seen, never gue
 away) and, for each key that names a machine, loads that machine with its profile,
 network, next-boot action, tags and MACs: a known machine's boot is one indexed
 round trip. Rules, the default profile and menu items are read only when the
-decision can need them.
+decision can need them; the groups that may apply are one more statement, filtered
+in SQL on their one-column selectors.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sqlalchemy.orm import aliased
 from bootbrain import identity
 from bootbrain.boot import types as bt
 from bootbrain.db import Reader, Row
-from bootbrain.models import Machine, MachineTag, Network, NextBoot, Nic, Profile, Rule
+from bootbrain.models import Group, Machine, MachineTag, Network, NextBoot, Nic, Profile, Rule
 
 #: The profile columns the boot reads: the fields of the view the core decides on.
 PROFILE_COLUMNS: Final = tuple(f.name for f in fields(bt.ProfileView))
@@ -44,6 +45,8 @@ class Lookup:
     rules: tuple[bt.RuleView, ...]
     default: bt.ProfileView | None
     conflict: tuple[int, ...] = ()
+    #: Groups that may apply (filtered in SQL; the decision has the last word).
+    groups: tuple[bt.GroupView, ...] = ()
 
 
 _KEYS = ("uuid", "mac", "serial", "board_serial")
@@ -129,6 +132,9 @@ def _machine_select(dialect: str, base: Any, *extra: Any) -> Any:
         Machine.asset_tag,
         Machine.address,
         Machine.interface,
+        Machine.labels,
+        Machine.variables,
+        Network.name.label("network_name"),
         Network.cidr,
         Network.gateway,
         Network.dns,
@@ -179,6 +185,7 @@ def _profile_of(reader: Reader, row: Row, prefix: str = "") -> bt.ProfileView | 
         local_method=row[f"{prefix}local_method"],
         menu=menu,
         complete_state=row[f"{prefix}complete_state"],
+        variables=dict(row[f"{prefix}variables"] or {}),
     )
 
 
@@ -238,6 +245,9 @@ def _machine_of(reader: Reader, r: Row) -> bt.MachineView:
         else None,
         static=static,
         macs=tuple(sorted((r["mac_list"] or "").split())),
+        network=r["network_name"],
+        labels=tuple(r["labels"] or ()),
+        variables=dict(r["variables"] or {}),
     )
 
 
@@ -332,7 +342,72 @@ def lookup_for_boot(reader: Reader, facts: bt.Facts, default_profile: str) -> Lo
     if len(ids) > 1:
         return Lookup(None, (), None, conflict=tuple(ids))
     machine = _machine_of(reader, row_of[ids[0]]) if ids else None
+    groups = candidate_groups(reader, machine, facts)
     if machine is not None and machine.profile is not None:
-        return Lookup(machine, (), None)
+        return Lookup(machine, (), None, groups=groups)
     rules = candidate_rules(reader, facts, machine)
-    return Lookup(machine, rules, profile_named(reader, default_profile))
+    return Lookup(machine, rules, profile_named(reader, default_profile), groups=groups)
+
+
+_GROUP_SQL_SELECTORS = ("manufacturer", "product", "state", "network")
+
+
+@functools.cache
+def _groups_query() -> Select[Any]:
+    # As for rules, ``col = NULL`` is never true: a machine without a state or a
+    # network (an unknown one) matches only groups without that selector.
+    return (
+        select(
+            Group.name,
+            Group.manufacturer,
+            Group.product,
+            Group.state,
+            Group.network,
+            Group.tags,
+            Group.labels,
+            Group.variables,
+            Group.ssh_keys,
+            Group.os_tags,
+            Group.meta,
+        )
+        .where(
+            *(
+                or_(getattr(Group, name).is_(None), getattr(Group, name) == bindparam(name))
+                for name in _GROUP_SQL_SELECTORS
+            )
+        )
+        .order_by(Group.name)
+    )
+
+
+def candidate_groups(
+    reader: Reader, machine: bt.MachineView | None, facts: bt.Facts | None = None
+) -> tuple[bt.GroupView, ...]:
+    """Groups that could apply to the machine, filtered in SQL by the selectors that
+    are one column each; tags and labels are left to :mod:`bootbrain.boot.groups`."""
+    params = {
+        "manufacturer": (facts.manufacturer if facts else None)
+        or (machine.manufacturer if machine else None),
+        "product": (facts.product if facts else None) or (machine.product if machine else None),
+        "state": machine.state if machine else None,
+        "network": machine.network if machine else None,
+    }
+    rows = reader.rows(_groups_query(), {k: v or None for k, v in params.items()})
+    return tuple(
+        bt.GroupView(
+            name=r["name"],
+            manufacturer=r["manufacturer"],
+            product=r["product"],
+            state=r["state"],
+            network=r["network"],
+            tags=tuple(r["tags"] or ()),
+            labels=tuple(r["labels"] or ()),
+            config=bt.OsConfig(
+                ssh_keys=tuple(r["ssh_keys"] or ()),
+                tags=tuple(r["os_tags"] or ()),
+                metadata=dict(r["meta"] or {}),
+                variables=dict(r["variables"] or {}),
+            ),
+        )
+        for r in rows
+    )

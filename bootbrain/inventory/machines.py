@@ -175,6 +175,10 @@ def apply_os_config(obj: Machine | Profile, fields: dict[str, Any]) -> None:
             setattr(obj, name, fields[name])
     if isinstance(obj, Profile) and "tags" in fields:
         obj.tags = list(dict.fromkeys(fields["tags"]))
+    if "variables" in fields:
+        obj.variables = dict(sorted(fields["variables"].items()))
+    if isinstance(obj, Machine) and "labels" in fields:
+        obj.labels = sorted(set(fields["labels"]))
 
 
 def os_config_of(obj: Machine | Profile) -> bt.OsConfig:
@@ -185,6 +189,7 @@ def os_config_of(obj: Machine | Profile) -> bt.OsConfig:
         user_data=obj.user_data,
         vendor_data=obj.vendor_data,
         ignition=obj.ignition if isinstance(obj, Profile) else None,
+        variables=dict(obj.variables),
     )
 
 

@@ -4,7 +4,7 @@ An import validates every row against the API's own schemas and inventory checks
 inside one transaction with a savepoint per row; every bad row is reported with its
 line number, and if there is any, nothing is committed.
 
-YAML holds any of ``networks``, ``profiles``, ``rules``, ``machines`` (lists of the
+YAML holds any of ``networks``, ``profiles``, ``rules``, ``groups``, ``machines`` (lists of the
 API's create bodies), imported in that order. CSV holds machines, one a row, with
 the API's field names as the header; ``macs`` and ``tags`` are ``;``-separated (the
 first MAC boots).
@@ -42,6 +42,7 @@ from bootbrain.errors import (
 from bootbrain.errors import RowProblem as Problem
 
 from .catalog import add_network, add_profile, add_rule, list_networks, list_profiles, list_rules
+from .groups import add_group, list_groups
 from .machines import add_machine, list_machines
 
 #: Called after each row with (rows done, rows in all): the CLI's progress bar.
@@ -55,7 +56,7 @@ class Row:
     data: dict[str, Any]
 
 
-SECTIONS = ("networks", "profiles", "rules", "machines")
+SECTIONS = ("networks", "profiles", "rules", "groups", "machines")
 
 
 #: How deep an import's YAML may nest (a machine body needs a handful of levels).
@@ -254,6 +255,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "networks": schemas.NetworkIn,
     "profiles": schemas.ProfileIn,
     "rules": schemas.RuleIn,
+    "groups": schemas.GroupIn,
     "machines": schemas.MachineCreate,
 }
 
@@ -280,6 +282,7 @@ def import_text(
         "networks": lambda s, d: add_network(s, d, actor),
         "profiles": lambda s, d: add_profile(s, d, actor),
         "rules": lambda s, d: add_rule(s, d, actor),
+        "groups": lambda s, d: add_group(s, d, actor),
         "machines": lambda s, d: add_machine(s, d, actor),
     }
     with db.write() as s:
@@ -374,6 +377,9 @@ def export(db: Database, fmt: str) -> str:
         ],
         "machines": [_machine_doc(m, keep["machines"]) for m in machines],
     }
+    groups = _group_docs(db)
+    if groups:  # last, so an inventory without groups exports as it did before them
+        doc["groups"] = groups
     # Profiles referenced by menus must come first on import.
     doc["profiles"].sort(key=lambda p: p["kind"] == "menu")
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
@@ -385,6 +391,14 @@ class _Dumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+def _group_docs(db: Database) -> list[dict[str, Any]]:
+    keep = set(schemas.GroupIn.model_fields)
+    return [
+        schemas.GroupOut.of(g).model_dump(include=keep, exclude_none=True)
+        for g in _all(db, list_groups)
+    ]
 
 
 def _machine_doc(m: schemas.MachineOut, keep: set[str]) -> dict[str, Any]:

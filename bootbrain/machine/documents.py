@@ -239,6 +239,12 @@ def preview(
         metadata=documents.metadata_document(prepared),
         ignition=ignition_config if reveal else None,
         redacted=redacted,
+        **flow.explain_variables(
+            source.profile_name,
+            source.profile_config.variables if source.profile_config else {},
+            source.groups,
+            source.machine_config.variables if source.machine_config else {},
+        ),
     )
 
 

@@ -11,6 +11,7 @@ records nothing. No Flask here: the routes hand in what the request said.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Final
@@ -19,7 +20,15 @@ from bootbrain import inventory, schemas, security
 from bootbrain.boot import render
 from bootbrain.boot.decide import conflict, decide
 from bootbrain.boot.facts import parse_facts
-from bootbrain.boot.types import Decision, Facts, MachineView, RenderContext, RenderLimits
+from bootbrain.boot.groups import variable_sources
+from bootbrain.boot.types import (
+    Decision,
+    Facts,
+    GroupView,
+    MachineView,
+    RenderContext,
+    RenderLimits,
+)
 from bootbrain.config import Settings
 from bootbrain.db import Database, DatabaseError, short_lock_waits
 from bootbrain.errors import BusyError, RenderError, RenderLimitError, TemplateProblem
@@ -85,7 +94,11 @@ def decide_for(
         # holds a worker other machines need).
         with short_lock_waits(DISCOVERY_LOCK_WAIT_S):
             machine = discovery.register_from_boot(db, settings, facts)
-    decision = decide(machine, found.rules, facts, found.default, utcnow())
+    groups = found.groups
+    if machine is not None and found.machine is None:
+        # Just registered: the groups read before cannot have seen its state.
+        groups = lookup.candidate_groups(db.boot_reader, machine, facts)
+    decision = decide(machine, found.rules, facts, found.default, utcnow(), groups)
     if machine is not None and decision.machine_id is None:
         decision = replace(decision, machine_id=machine.id)
     return decision, machine
@@ -146,6 +159,7 @@ def answer_ipxe(
             "step": decision.step,
             "profile": decision.profile.name if decision.profile else None,
             "rule": decision.rule,
+            "groups": [g.name for g in decision.groups] or None,
             "boot_id": boot_id,
             "facts": _facts_record(facts),
             "user_agent": (user_agent or "")[:200],
@@ -229,6 +243,12 @@ def preview(db: Database, settings: Settings, facts: Facts, base_url: str) -> sc
     decision, machine = decide_for(db, settings, facts, register=False)
     script, failure = _render(decision, machine, _preview_context(settings, base_url, decision))
     profile = decision.profile.name if decision.profile else None
+    sources = explain_variables(
+        profile,
+        decision.profile.variables if decision.profile else {},
+        decision.groups,
+        machine.variables if machine else {},
+    )
     if failure is None:
         return schemas.PreviewOut(
             machine_id=decision.machine_id,
@@ -237,6 +257,7 @@ def preview(db: Database, settings: Settings, facts: Facts, base_url: str) -> sc
             rule=decision.rule,
             reason=decision.reason,
             script=script,
+            **sources,
         )
     problem = _explain_failure(failure)
     return schemas.PreviewOut(
@@ -250,7 +271,24 @@ def preview(db: Database, settings: Settings, facts: Facts, base_url: str) -> sc
         ),
         script=script,
         problem=problem,
+        **sources,
     )
+
+
+def explain_variables(
+    profile: str | None,
+    profile_variables: Mapping[str, str],
+    groups: Sequence[GroupView],
+    machine_variables: Mapping[str, str],
+) -> dict[str, Any]:
+    """The previews' ``groups`` and ``variables`` (each with where it came from)."""
+    return {
+        "groups": [g.name for g in groups],
+        "variables": [
+            schemas.VariableOut(name=v.name, value=v.value, source=v.source)
+            for v in variable_sources(profile, profile_variables, groups, machine_variables)
+        ],
+    }
 
 
 def facts_of_machine(

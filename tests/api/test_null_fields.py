@@ -12,12 +12,14 @@ PROFILE = {"name": "p1", "kind": "linux", "kernel": "http://x/vmlinuz", "tags": 
 NETWORK = {"name": "n1", "cidr": "10.9.0.0/24", "gateway": "10.9.0.1", "dns": ["10.9.0.2"]}
 RULE = {"name": "r1", "profile": "p1", "priority": 5, "tags": ["a"], "manufacturer": "Acme"}
 MACHINE = {"hostname": "m1", "tags": ["a"], "nics": [{"mac": "52:54:00:12:34:56"}]}
+GROUP = {"name": "g1", "state": "ready", "labels": ["a=b"], "variables": {"x": "y"}}
 
 RESOURCES = {
     "rules": (schemas.RuleUpdate, RULE),
     "networks": (schemas.NetworkUpdate, NETWORK),
     "profiles": (schemas.ProfileUpdate, PROFILE),
     "machines": (schemas.MachineUpdate, MACHINE),
+    "groups": (schemas.GroupUpdate, GROUP),
 }
 CASES = [
     (resource, field)

@@ -30,6 +30,7 @@ from bootbrain.boot.types import (
     StaticNet,
 )
 from bootbrain.inventory.checks import view_of
+from tests.unit.test_groups import group_vars_script
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 BASE = "http://10.0.0.1:8080"
@@ -159,6 +160,7 @@ CASES: dict[str, Callable[[], str]] = {
     "flatcar_static": lambda: render_decision(
         decision(_example_profile("flatcar")), machine(STATIC), TOKEN_CTX
     ),
+    "group_vars": group_vars_script,
 }
 
 
