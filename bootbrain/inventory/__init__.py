@@ -18,6 +18,8 @@ integrations read the inventory through the functions listed here, and
 * :mod:`~bootbrain.inventory.transfer` — import, export and the demo inventory;
 * :mod:`~bootbrain.inventory.apply` — ``bootbrain apply``: the export's YAML as a desired state;
 * :mod:`~bootbrain.inventory.retention` — ``bootbrain prune``;
+* :mod:`~bootbrain.inventory.keahosts` — Kea's own hosts table (its PostgreSQL host
+  backend), kept equal to the reservations;
 * :mod:`~bootbrain.inventory.base` — what they share.
 """
 
@@ -50,6 +52,7 @@ from .catalog import (
 )
 from .changes import ChangeWaiter, reservations_version
 from .events import list_events, write_batch
+from .keahosts import HostsChange, KeaHost, kea_hosts, sync_kea_hosts
 from .machines import (
     Reservation,
     add_machine,
@@ -72,6 +75,8 @@ __all__ = [
     "PRUNE_CHUNK",
     "BootConfig",
     "ChangeWaiter",
+    "HostsChange",
+    "KeaHost",
     "Principal",
     "Pruned",
     "Reservation",
@@ -98,6 +103,7 @@ __all__ = [
     "get_network",
     "get_profile",
     "get_rule",
+    "kea_hosts",
     "list_events",
     "list_machines",
     "list_networks",
@@ -112,6 +118,7 @@ __all__ = [
     "reservations_version",
     "revoke_token",
     "set_next_boot",
+    "sync_kea_hosts",
     "token_count",
     "update_machine",
     "update_network",
