@@ -153,8 +153,9 @@ def hosts_database(url: str) -> dict[str, Any]:
     host = query.get("host", [parts.hostname or ""])[0]
     if host:
         entry["host"] = host
-    if parts.port is not None:
-        entry["port"] = parts.port
+    port = query.get("port", [str(parts.port or "")])[0]
+    if port:
+        entry["port"] = int(port)
     if parts.username:
         entry["user"] = unquote(parts.username)
     if parts.password:
@@ -305,6 +306,34 @@ def _ha(k: KeaSettings) -> dict[str, Any]:
         ],
     }
     return {"high-availability": [relationship]}
+
+
+def render_ctrl_agent(settings: Settings) -> dict[str, Any]:
+    """The ``kea-ctrl-agent`` document of an HA member: it listens on this server's peer
+    URL, where the partner's HA hook sends heartbeats and lease updates, and passes
+    them to kea-dhcp4's control socket."""
+    k = settings.kea
+    if k.ha is None:
+        raise KeaConfigError("kea.ha is not set: a control agent is only needed for HA")
+    ha = k.ha
+    me = next(p for p in ha.peers if p.name == ha.this_server)
+    url = urlsplit(me.url)
+    return {
+        "Control-agent": {
+            "http-host": url.hostname,
+            "http-port": url.port or (443 if url.scheme == "https" else 80),
+            "control-sockets": {
+                "dhcp4": {"socket-type": "unix", "socket-name": str(k.control_socket)}
+            },
+            "loggers": [
+                {
+                    "name": "kea-ctrl-agent",
+                    "output_options": [{"output": "stdout"}],
+                    "severity": "INFO",
+                }
+            ],
+        }
+    }
 
 
 def render_json(document: Mapping[str, Any]) -> str:
