@@ -72,33 +72,55 @@ class _Pump(socketserver.BaseRequestHandler):
         with socket.create_connection((host, port), timeout=10) as up:
             up.settimeout(None)
             ends = [self.request, up]
-            while True:
-                ready, _, _ = select.select(ends, [], [], 60)
-                if not ready:
-                    return
-                for s in ready:
-                    data = s.recv(65536)
-                    if not data:
+            self.server.live.update(ends)  # type: ignore[attr-defined]
+            try:
+                while True:
+                    ready, _, _ = select.select(ends, [], [], 60)
+                    if not ready:
                         return
-                    (up if s is self.request else self.request).sendall(data)
+                    for s in ready:
+                        data = s.recv(65536)
+                        if not data:
+                            return
+                        (up if s is self.request else self.request).sendall(data)
+            except OSError:
+                return
+            finally:
+                self.server.live.difference_update(ends)  # type: ignore[attr-defined]
 
 
 class PgSocket:
-    """PostgreSQL's TCP port offered as a unix socket in a directory of its own."""
+    """PostgreSQL's TCP port offered as a unix socket in a directory of its own;
+    :meth:`cut` takes PostgreSQL away from whoever uses it, :meth:`restore` brings it back."""
 
     def __init__(self, host: str, port: int) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="bbpg-"))
-        self.server = socketserver.ThreadingUnixStreamServer(
-            str(self.dir / f".s.PGSQL.{port}"), _Pump
-        )
+        self.path = self.dir / f".s.PGSQL.{port}"
+        self.upstream = (host, port)
+        self.restore()
+
+    def restore(self) -> None:
+        self.server = socketserver.ThreadingUnixStreamServer(str(self.path), _Pump)
         self.server.daemon_threads = True
-        self.server.upstream = (host, port)  # type: ignore[attr-defined]
+        self.server.upstream = self.upstream  # type: ignore[attr-defined]
+        self.server.live = set()  # type: ignore[attr-defined]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def close(self) -> None:
+    def cut(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.path.unlink(missing_ok=True)
+        for end in list(self.server.live):  # type: ignore[attr-defined]
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.cut()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: The forwarder behind each Kea hosts database URL the fixture made.
+FORWARDS: dict[str, PgSocket] = {}
 
 
 @pytest.fixture
@@ -114,6 +136,7 @@ def kea_database() -> Iterator[str]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     forward = PgSocket(host, port)
     url = f"postgresql://{quote(user)}:{quote(password)}@/{name}?host={forward.dir}&port={port}"
+    FORWARDS[url] = forward
     try:
         proc = subprocess.run(
             ["kea-admin", "db-init", "pgsql", "-u", user, "-p", password, "-n", name,
@@ -125,6 +148,7 @@ def kea_database() -> Iterator[str]:
     finally:
         dispose(url)
         forward.close()
+        del FORWARDS[url]
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -278,6 +302,47 @@ def test_reservations_reach_kea_through_its_hosts_table(
         for app in (a_app, b_app):
             app.extensions["bootbrain"].events.close()
             app.extensions["bootbrain"].db.dispose()
+
+
+def test_kea_serves_its_pool_while_the_hosts_database_is_away(
+    dhcp_lab: DhcpLab, inventory_url: str, kea_database: str, tmp_path: Path
+) -> None:
+    """Kea keeps answering (pool addresses) without its hosts database, reconnects by
+    itself, and then answers with the reservations again; nothing restarts it."""
+    lab = dhcp_lab
+    s = kea_settings(inventory_url, tmp_path, kea_database)
+    app, api = _brain(s, "admin")
+    try:
+        api.post("/networks", {"name": "lab", "cidr": "10.231.0.0/24"}, expect=201)
+        api.post(
+            "/machines",
+            {"hostname": "node-a", "nics": [{"mac": MAC_A}], "network": "lab",
+             "address": "10.231.0.70"},
+            expect=201,
+        )  # fmt: skip
+    finally:
+        app.extensions["bootbrain"].events.close()
+        app.extensions["bootbrain"].db.dispose()
+    db = Database(s.database_url)
+    assert reconcile_once(s, db).changed
+    kea = start_kea(lab, s, lab.server_ns)
+    until_offered(lab, MAC_A, "10.231.0.70")
+
+    FORWARDS[kea_database].cut()
+    dispose(kea_database)
+    with pytest.raises(Exception, match=r"(?i)connect|socket|server"):
+        reconcile_once(s, db)  # the reconciler's pass fails, and says why
+    away = lab.dhcp(MAC_B)
+    assert away is not None and away["ip"].startswith("10.231.0.1"), kea_output(s)
+    assert kea.poll() is None, kea_output(s)
+    log = s.kea.config_path.parent / "kea.log"
+    assert "DHCP4_DB_RECONNECT_LOST_CONNECTION" in log.read_text(), kea_output(s)
+
+    FORWARDS[kea_database].restore()
+    until_offered(lab, MAC_A, "10.231.0.70", timeout=30)
+    assert kea.poll() is None
+    assert "DHCP4_DB_RECONNECT_SUCCEEDED" in log.read_text(), kea_output(s)
+    db.dispose()
 
 
 def test_several_reconcilers_writing_at_once_are_harmless(
