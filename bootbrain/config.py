@@ -79,6 +79,56 @@ class DnsmasqSettings(BaseModel):
     http_boot_url: str = Field(default="", pattern=_URL)
 
 
+class KeaHaPeer(BaseModel):
+    """One server of a Kea high-availability pair, as every member's configuration names it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    #: Where the peer's ``kea-ctrl-agent`` listens (the HA hook sends it heartbeats
+    #: and lease updates), e.g. ``http://10.0.0.2:8000/``.
+    url: str = Field(pattern=r"^https?://[A-Za-z0-9._:\[\]-]{1,100}(:[0-9]{1,5})?/?$")
+    role: Literal["primary", "standby"]
+    auto_failover: bool = True
+
+
+class KeaHaSettings(BaseModel):
+    """A hot-standby pair (``libdhcp_ha.so``): the primary answers, the standby takes
+    over once it has not heard from the primary for ``max_response_delay``.
+
+    Hot-standby rather than load-balancing: reservations come from one shared hosts
+    database, so either server gives a machine the same answer, and one Kea has
+    capacity to spare for a boot network; hot-standby needs no split of the dynamic
+    pool between the two servers, so a lone survivor still has the whole pool.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: This host's name among ``peers``.
+    this_server: str
+    peers: list[KeaHaPeer] = Field(min_length=2, max_length=2)
+    #: Milliseconds, as Kea's own parameters of the same names.
+    heartbeat_delay: int = Field(default=10_000, ge=100)
+    max_response_delay: int = Field(default=60_000, ge=100)
+    max_ack_delay: int = Field(default=5_000, ge=0)
+    #: Clients the standby sees the primary leave unanswered before it takes over
+    #: (0: as soon as the primary stops answering its heartbeats).
+    max_unacked_clients: int = Field(default=5, ge=0)
+
+    @model_validator(mode="after")
+    def _pair(self) -> KeaHaSettings:
+        names = [p.name for p in self.peers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"kea.ha.peers: names must differ (got {names})")
+        if sorted(p.role for p in self.peers) != ["primary", "standby"]:
+            raise ValueError("kea.ha.peers: one primary and one standby")
+        if self.this_server not in names:
+            raise ValueError(f"kea.ha.this_server {self.this_server!r} is not among {names}")
+        if self.max_response_delay <= self.heartbeat_delay:
+            raise ValueError("kea.ha.max_response_delay must exceed heartbeat_delay")
+        return self
+
+
 class KeaSettings(BaseModel):
     """What ``bootbrain kea config`` renders and how Kea is told to reload."""
 
@@ -114,6 +164,25 @@ class KeaSettings(BaseModel):
     #: Kea's log destination: ``stdout`` (the journal under systemd) or a file path.
     log_output: str = "stdout"
     control_timeout: float = Field(default=5.0, gt=0)
+    # --- fleets: Kea's PostgreSQL host backend and an HA pair (integrations/kea.py) ---
+    #: ``config-reload``: reservations live in the rendered file, rewritten and reloaded;
+    #: ``host-database``: in Kea's own ``hosts`` table, which the reconciler keeps equal
+    #: to the inventory and every Kea of the fleet reads; nothing is reloaded.
+    mode: Literal["config-reload", "host-database"] = "config-reload"
+    #: Kea's hosts database, ``postgresql://user:password@host:port/name`` (libpq's
+    #: ``?host=/socket/dir`` works too). Its schema is Kea's (``kea-admin db-init pgsql``),
+    #: so it is not bootbrain's database; it may be on the same server.
+    hosts_database_url: str = ""
+    ha: KeaHaSettings | None = None
+
+    @model_validator(mode="after")
+    def _hosts_database(self) -> KeaSettings:
+        url = self.hosts_database_url
+        if self.mode == "host-database" and not url:
+            raise ValueError("kea.hosts_database_url: mode 'host-database' needs it")
+        if url and url.split("://", 1)[0].split("+", 1)[0] not in ("postgresql", "postgres"):
+            raise ValueError("kea.hosts_database_url: must be a postgresql:// URL")
+        return self
 
 
 class Settings(BaseModel):

@@ -146,6 +146,19 @@ def register(
             return
         _output(k.render_json(document), output)
 
+    @kea.command("ctrl-agent-config")
+    @click.option("-o", "--output", help="write atomically to this file instead of stdout")
+    @pass_ctx
+    def kea_ctrl_agent_config(ctx: Any, /, output: str | None) -> None:
+        """Render kea-ctrl-agent's document for this HA member (kea.ha): it listens on
+        this server's peer URL and forwards to kea-dhcp4's control socket."""
+        try:
+            text = k.render_json(k.render_ctrl_agent(ctx.settings))
+        except ValueError as e:
+            _fail(str(e))
+            return
+        _output(text, output)
+
     @kea.command("tftp-config")
     @click.option("-o", "--output", help="write atomically to this file instead of stdout")
     @click.option(

@@ -13,6 +13,13 @@ milliseconds). Where ``list-commands`` shows ``reservation-add`` (libdhcp_host_c
 open source since Kea 2.7), the difference is applied with ``reservation-add`` /
 ``reservation-del`` against the configuration's own hosts instead, and the file is
 still rewritten so that a restart gives the same answer.
+
+In ``host-database`` mode (a fleet) the document names Kea's PostgreSQL host backend
+instead of listing reservations, and :func:`sync_reservations` makes Kea's ``hosts``
+table equal to the inventory in one transaction: Kea looks hosts up per packet, so
+every Kea reading that table answers with the change as soon as it commits, and
+nothing is reloaded. With ``kea.ha`` the document also loads ``libdhcp_ha.so`` for a
+hot-standby pair whose peers talk through their ``kea-ctrl-agent``.
 """
 
 from __future__ import annotations
@@ -28,10 +35,11 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from bootbrain.config import KeaSettings, Settings
 from bootbrain.errors import KeaCommandError, KeaConfigError, KeaError, KeaUnavailableError
-from bootbrain.inventory import Reservation
+from bootbrain.inventory import KeaHost, Reservation, sync_kea_hosts
 from bootbrain.vocabulary import INTERFACE_RE
 
 from .dnsmasq import boot_url, http_boot_url
@@ -126,7 +134,41 @@ def render_config(
             }
         ],
     }
+    if k.mode == "host-database":
+        dhcp4["hosts-database"] = hosts_database(k.hosts_database_url)
     return {"Dhcp4": dhcp4}
+
+
+def hosts_database(url: str) -> dict[str, Any]:
+    """Kea's ``hosts-database`` entry for a libpq URL.
+
+    Kea keeps serving its pool while the database is away (``serve-retry-continue``)
+    and reconnects on its own; reserved machines get pool addresses meanwhile.
+    """
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    entry: dict[str, Any] = {"type": "postgresql", "name": unquote(parts.path.lstrip("/"))}
+    if not entry["name"]:
+        raise KeaConfigError("kea.hosts_database_url names no database")
+    host = query.get("host", [parts.hostname or ""])[0]
+    if host:
+        entry["host"] = host
+    port = query.get("port", [str(parts.port or "")])[0]
+    if port:
+        entry["port"] = int(port)
+    if parts.username:
+        entry["user"] = unquote(parts.username)
+    if parts.password:
+        entry["password"] = unquote(parts.password)
+    entry.update(
+        {
+            "connect-timeout": 5,
+            "max-reconnect-tries": 1_000_000,
+            "reconnect-wait-time": 2000,
+            "on-fail": "serve-retry-continue",
+        }
+    )
+    return entry
 
 
 def _client_classes(k: KeaSettings, base_url: str, tftp_server: str) -> list[dict[str, Any]]:
@@ -199,8 +241,20 @@ def _subnet(
         )
     if options:
         entry["option-data"] = options
-    entry["reservations"] = [reservation_entry(r) for r in kept]
+    if k.mode == "config-reload":
+        entry["reservations"] = [reservation_entry(r) for r in kept]
     return entry
+
+
+def wanted_hosts(k: KeaSettings, reservations: Sequence[Reservation]) -> list[KeaHost]:
+    """The reservations Kea should hold: checked and inside the subnet, as in the file."""
+    assert k.subnet is not None
+    kept = in_subnet(
+        check_reservations(reservations),
+        k.subnet,
+        exclude=[a for a in (k.server_ip, k.router) if a is not None],
+    )
+    return [KeaHost(r.mac.lower(), r.ip, r.hostname or None) for r in kept]
 
 
 def reservation_entry(r: Reservation) -> dict[str, Any]:
@@ -218,6 +272,8 @@ def _hooks(k: KeaSettings) -> list[dict[str, Any]]:
         host_cmds = (libdir / "libdhcp_host_cmds.so").exists()
     if host_cmds:
         hooks.append({"library": str(libdir / "libdhcp_host_cmds.so")})
+    if k.ha is not None:
+        hooks.append({"library": str(libdir / "libdhcp_ha.so"), "parameters": _ha(k)})
     if k.hook_script is not None:
         hooks.append(
             {
@@ -227,6 +283,57 @@ def _hooks(k: KeaSettings) -> list[dict[str, Any]]:
             }
         )
     return hooks
+
+
+def _ha(k: KeaSettings) -> dict[str, Any]:
+    ha = k.ha
+    assert ha is not None
+    relationship = {
+        "this-server-name": ha.this_server,
+        "mode": "hot-standby",
+        "heartbeat-delay": ha.heartbeat_delay,
+        "max-response-delay": ha.max_response_delay,
+        "max-ack-delay": ha.max_ack_delay,
+        "max-unacked-clients": ha.max_unacked_clients,
+        "peers": [
+            {
+                "name": p.name,
+                "url": p.url if p.url.endswith("/") else p.url + "/",
+                "role": p.role,
+                "auto-failover": p.auto_failover,
+            }
+            for p in ha.peers
+        ],
+    }
+    return {"high-availability": [relationship]}
+
+
+def render_ctrl_agent(settings: Settings) -> dict[str, Any]:
+    """The ``kea-ctrl-agent`` document of an HA member: it listens on this server's peer
+    URL, where the partner's HA hook sends heartbeats and lease updates, and passes
+    them to kea-dhcp4's control socket."""
+    k = settings.kea
+    if k.ha is None:
+        raise KeaConfigError("kea.ha is not set: a control agent is only needed for HA")
+    ha = k.ha
+    me = next(p for p in ha.peers if p.name == ha.this_server)
+    url = urlsplit(me.url)
+    return {
+        "Control-agent": {
+            "http-host": url.hostname,
+            "http-port": url.port or (443 if url.scheme == "https" else 80),
+            "control-sockets": {
+                "dhcp4": {"socket-type": "unix", "socket-name": str(k.control_socket)}
+            },
+            "loggers": [
+                {
+                    "name": "kea-ctrl-agent",
+                    "output_options": [{"output": "stdout"}],
+                    "severity": "INFO",
+                }
+            ],
+        }
+    }
 
 
 def render_json(document: Mapping[str, Any]) -> str:
@@ -355,6 +462,8 @@ def sync_reservations(
     """
     k = settings.kea
     started = time.monotonic()
+    if k.mode == "host-database":
+        return sync_host_database(settings, reservations)
     document = render_config(settings, base_url, reservations)
     text = render_json(document)
     try:
@@ -425,3 +534,19 @@ def _differs(host: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
     return host.get("ip-address") != want.get("ip-address") or (
         host.get("hostname") or None
     ) != want.get("hostname")
+
+
+def sync_host_database(settings: Settings, reservations: Sequence[Reservation]) -> SyncResult:
+    """Make Kea's ``hosts`` table hold these reservations; Kea reads it per packet."""
+    k = settings.kea
+    if k.subnet is None:
+        raise KeaConfigError("kea.subnet is not set")
+    started = time.monotonic()
+    change = sync_kea_hosts(k.hosts_database_url, k.subnet_id, wanted_hosts(k, reservations))
+    return SyncResult(
+        "host-database",
+        change.changed,
+        added=change.inserted + change.updated,
+        deleted=change.deleted,
+        seconds=time.monotonic() - started,
+    )

@@ -144,6 +144,9 @@ class Reconciler:
     def run(self, stop: Callable[[], bool]) -> None:
         waiter = ChangeWaiter(self.db)
         try:
+            # Listen before the first read: a change committed between that read and a
+            # later LISTEN would otherwise wait for the next tick.
+            waiter.wait(0)
             while not stop():
                 try:
                     self.step()

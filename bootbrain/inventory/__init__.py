@@ -21,6 +21,8 @@ integrations read the inventory through the functions listed here, and
 * :mod:`~bootbrain.inventory.retention` — ``bootbrain prune``;
 * :mod:`~bootbrain.inventory.sessions` — the dashboard's logins;
   :mod:`~bootbrain.inventory.fleet` — its fleet summary and machine search;
+* :mod:`~bootbrain.inventory.keahosts` — Kea's own hosts table (its PostgreSQL host
+  backend), kept equal to the reservations;
 * :mod:`~bootbrain.inventory.base` — what they share.
 """
 
@@ -53,6 +55,7 @@ from .catalog import (
 )
 from .changes import ChangeWaiter, reservations_version
 from .events import list_events, write_batch
+from .keahosts import HostsChange, KeaHost, kea_hosts, sync_kea_hosts
 from .machines import (
     Reservation,
     add_machine,
@@ -75,6 +78,8 @@ __all__ = [
     "PRUNE_CHUNK",
     "BootConfig",
     "ChangeWaiter",
+    "HostsChange",
+    "KeaHost",
     "Principal",
     "Pruned",
     "Reservation",
@@ -101,6 +106,7 @@ __all__ = [
     "get_network",
     "get_profile",
     "get_rule",
+    "kea_hosts",
     "list_events",
     "list_machines",
     "list_networks",
@@ -115,6 +121,7 @@ __all__ = [
     "reservations_version",
     "revoke_token",
     "set_next_boot",
+    "sync_kea_hosts",
     "token_count",
     "update_machine",
     "update_network",

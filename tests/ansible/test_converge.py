@@ -425,6 +425,67 @@ def test_switch_to_kea(
         assert tgt.path(path).stat().st_gid == kea_gid, f"Kea's hook user cannot read {path}"
 
 
+def test_kea_ha_member_on_a_hosts_database(
+    scenario: Scenario, second_converge: harness.PlaybookRun, timings: list[tuple[str, float]]
+) -> None:
+    """After the Kea switch: the host made one member of a Kea hot-standby pair whose
+    reservations are in Kea's PostgreSQL hosts table. The role creates Kea's schema in
+    a database that has none, installs the control agent the partner talks to, and
+    both daemons' checks accept what it deployed; the database URL never reaches the
+    play's output."""
+    from sqlalchemy import create_engine, text
+
+    from bootbrain.inventory.keahosts import engine_url
+    from tests.conftest import pg_url
+
+    if scenario.vars.get("bootbrain_dhcp_server") != "kea":
+        pytest.skip("runs on the host test_switch_to_kea left on Kea")
+    base = pg_url()
+    name = base.rsplit("/", 1)[1].replace("bootbrain_test", "bootbrain_ansible") + "_kea"
+    kea_url = base.rsplit("/", 1)[0].replace("+psycopg", "") + "/" + name
+    admin = create_engine(engine_url(base), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    tgt = scenario.target
+    try:
+        run = scenario.converge(
+            extra={
+                "bootbrain_kea_mode": "host-database",
+                "bootbrain_kea_hosts_database_url": kea_url,
+                "bootbrain_kea_ha_this_server": "kea-a",
+                "bootbrain_kea_ha_peers": [
+                    {"name": "kea-a", "url": "http://127.0.0.1:8001/", "role": "primary"},
+                    {"name": "kea-b", "url": "http://127.0.0.2:8001/", "role": "standby"},
+                ],
+            }
+        )
+        timings.append(("converge to a Kea HA member on a hosts database", run.seconds))
+        (tgt.work / "converge-kea-ha.log").write_text(run.output)
+        assert run.returncode == 0, run.tail(80)
+        assert kea_url not in run.output, "the hosts database URL is in the output"
+        check = tgt.run(["/usr/sbin/kea-dhcp4", "-t", "/etc/kea/kea-dhcp4.conf"])
+        assert check.returncode == 0, check.stdout + check.stderr
+        d = json.loads(tgt.path("/var/lib/bootbrain/kea/kea-dhcp4.conf").read_text())["Dhcp4"]
+        assert d["hosts-database"]["name"] == name and "reservations" not in d["subnet4"][0]
+        (ha,) = [h for h in d["hooks-libraries"] if h["library"].endswith("libdhcp_ha.so")]
+        (rel,) = ha["parameters"]["high-availability"]
+        assert rel["this-server-name"] == "kea-a" and rel["mode"] == "hot-standby"
+        agent = tgt.run(["/usr/sbin/kea-ctrl-agent", "-t", "/etc/kea/kea-ctrl-agent.conf"])
+        assert agent.returncode == 0, agent.stdout + agent.stderr
+        ca = json.loads(tgt.path("/etc/kea/kea-ctrl-agent.conf").read_text())["Control-agent"]
+        assert (ca["http-host"], ca["http-port"]) == ("127.0.0.1", 8001)
+        kea_db = create_engine(engine_url(kea_url))
+        with kea_db.connect() as conn:
+            assert conn.execute(text("SELECT version FROM schema_version")).scalar_one()
+            assert conn.execute(text("SELECT count(*) FROM hosts")).scalar_one() == 0
+        kea_db.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def test_move_to_postgresql(
     scenario: Scenario, second_converge: harness.PlaybookRun, timings: list[tuple[str, float]]
 ) -> None:
