@@ -8,14 +8,13 @@ API (:mod:`bootbrain.api`) and the monitoring routes (:mod:`bootbrain.ops`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bootbrain import api, ops, services
+from bootbrain import api, logs, ops, services
 from bootbrain.config import Settings, load_settings
 from bootbrain.machine import errors as machine_errors
 from bootbrain.machine import routes as machine_routes
@@ -29,9 +28,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if not app.debug:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logs.configure(settings.log_format, only_if_unconfigured=True)
 
     settings.secret()  # refuse to start without one: tokens are HMACs keyed with it
     built = services.build(settings)
@@ -45,4 +42,8 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxies
         )
+    # Outermost of all: every line logged while answering carries the request's id.
+    app.wsgi_app = logs.RequestIds(  # type: ignore[method-assign]
+        app.wsgi_app, trust_header=settings.trusted_proxies > 0
+    )
     return app
