@@ -686,9 +686,10 @@ def boots_stuck(ctx: Ctx, /, limit: int, as_json: bool, record: bool) -> None:
     click.echo(f"{len(stuck)} stuck")
 
 
-def watch_stuck_once(ctx: Ctx) -> int:
-    """One pass of the stuck-boot watcher: events for newly stuck attempts, the gauge."""
-    stuck, new = funnel.record_stuck(ctx.db, ctx.settings, utcnow())
+def watch_stuck_once(db: Database, settings: Settings) -> int:
+    """One pass of the stuck-boot watcher: events for newly stuck attempts, the gauge;
+    how many are stuck."""
+    stuck, new = funnel.record_stuck(db, settings, utcnow())
     host_metrics.metrics().boots_stuck.set(len(stuck))
     if new:
         _log.warning("%d boot attempt(s) newly stuck (%d stuck in all)", new, len(stuck))
@@ -706,7 +707,7 @@ def boots_watch(ctx: Ctx, /, parent: int | None) -> None:
     gone = reconciler.parent_gone(parent)
     while not gone():
         try:
-            watch_stuck_once(ctx)
+            watch_stuck_once(ctx.db, ctx.settings)
         except DatabaseError:
             _log.exception("stuck-boot watcher pass failed; retrying")
         waited = 0.0
