@@ -552,6 +552,7 @@ def test_bios_proxy_dhcp_beside_a_foreign_server(proxy_site: DnsmasqSite) -> Non
         address=address,
         hostname=hostname,
         dhcp_address=leased,
+        lease_stage=False,  # the foreign server's lease: no hook of ours saw it
     )
     foreign_log = foreign.log_text()
     assert re.search(rf"DHCPACK\(eth0\) {re.escape(leased)} {mac}", foreign_log), foreign_log
