@@ -60,6 +60,11 @@ class Ctx:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings()
+            # A command's warnings in the host's format; the long-running ones
+            # (serve, reconcile, boots watch) log INFO too.
+            logs.configure(
+                self._settings.log_format, level=logging.WARNING, only_if_unconfigured=True
+            )
         return self._settings
 
     @property

@@ -133,11 +133,14 @@ def apply(handler: logging.Handler, fmt: Format) -> None:
         handler.addFilter(ContextFilter())
 
 
-def configure(setting: str, *, only_if_unconfigured: bool = False) -> Format:
-    """Log INFO and above to stderr in the chosen format; the format chosen.
+def configure(
+    setting: str, *, level: int = logging.INFO, only_if_unconfigured: bool = False
+) -> Format:
+    """Log ``level`` and above to stderr in the chosen format; the format chosen.
 
     ``only_if_unconfigured``: leave a root logger that already has handlers alone
-    (the application factory, under a test runner that captures logs)."""
+    (the application factory, or a CLI command, under a test runner that captures
+    logs)."""
     fmt = choose(setting)
     root = logging.getLogger()
     if only_if_unconfigured and root.handlers:
@@ -149,7 +152,7 @@ def configure(setting: str, *, only_if_unconfigured: bool = False) -> Format:
     handler._bootbrain = True  # type: ignore[attr-defined]
     apply(handler, fmt)
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(level)
     return fmt
 
 

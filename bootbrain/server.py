@@ -325,7 +325,7 @@ class BootLogger(glogging.Logger):  # type: ignore[misc]
             logs.apply(handler, logs.current())
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        if not self.access_log_enabled:
+        if not getattr(self, "access_log_enabled", self.cfg.accesslog):
             return
         path = logs.redact_path(req.path or "")
         query = f"?{req.query}" if req.query else ""
