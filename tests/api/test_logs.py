@@ -114,6 +114,12 @@ def test_a_full_boot_logs_no_secret_and_every_line_is_json(tmp_path: Path) -> No
         done = requests.post(token_url + "done", data={"ip": "10.200.0.60/24"}, timeout=10)
         assert done.status_code == 200
         boot_id = done.text.split()[1]
+        # serve's stuck-boot watcher (a child process) has made a pass: its gauge is
+        # on the host's /metrics, which every worker answers.
+        deadline = time.monotonic() + 60
+        while "\nbootbrain_boots_stuck 0.0" not in requests.get(f"{base}/metrics", timeout=10).text:
+            assert time.monotonic() < deadline, "no bootbrain_boots_stuck on /metrics"
+            time.sleep(0.5)
         # The API reads what was booted, user-data included (a write token sees it).
         got = http.api("GET", f"/machines/{machine['id']}/config-preview", None, 200)
         assert MARKER in json.dumps(got)
