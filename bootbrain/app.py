@@ -9,14 +9,13 @@ dashboard (:mod:`bootbrain.ui`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bootbrain import api, ops, services, ui
+from bootbrain import api, logs, ops, services, ui
 from bootbrain.config import Settings, load_settings
 from bootbrain.machine import errors as machine_errors
 from bootbrain.machine import routes as machine_routes
@@ -30,9 +29,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if not app.debug:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logs.configure(settings.log_format, only_if_unconfigured=True)
 
     settings.secret()  # refuse to start without one: tokens are HMACs keyed with it
     built = services.build(settings)
@@ -47,4 +44,8 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
         )
+    # Outermost of all: every line logged while answering carries the request's id.
+    app.wsgi_app = logs.RequestIds(  # type: ignore[method-assign]
+        app.wsgi_app, trust_header=settings.trusted_proxies > 0
+    )
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ import click
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bootbrain import identity, inventory, migrate, readiness, schemas, server, services
+from bootbrain import identity, inventory, logs, migrate, readiness, schemas, server, services
 from bootbrain import metrics as host_metrics
 from bootbrain.bmc import power
 from bootbrain.boot.types import Facts
@@ -59,6 +60,11 @@ class Ctx:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings()
+            # A command's warnings in the host's format; the long-running ones
+            # (serve, reconcile, boots watch) log INFO too.
+            logs.configure(
+                self._settings.log_format, level=logging.WARNING, only_if_unconfigured=True
+            )
         return self._settings
 
     @property
@@ -331,11 +337,13 @@ def serve(ctx: Ctx, /, bind: str, workers: int | None, access_log: bool, reconci
     # The workers build their own services after the fork; these are not shared.
     ctx.close()
     host_metrics.use_directory(ctx.settings.data_dir / "metrics")
+    logs.configure(ctx.settings.log_format)  # the workers and children inherit it
     server.run(
         bind=bind,
         workers=workers,
         access_log=access_log,
         reconcile=reconcile and ctx.settings.dhcp != "none",
+        watch_stuck=ctx.settings.boot_stuck_check_interval > 0,
     )
 
 
@@ -369,9 +377,7 @@ def reconcile(ctx: Ctx, /, once: bool, parent: int | None) -> None:
             f"{result.detail} ({result.seconds:.2f} s)"
         )
         return
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(ctx.settings.log_format)
     reconciler.Reconciler(ctx.settings, ctx.db).run(stop=reconciler.parent_gone(parent))
 
 
@@ -663,6 +669,9 @@ def machine_boots(ctx: Ctx, /, host: str, limit: int, as_json: bool) -> None:
         click.echo(f"  {a.summary}")
 
 
+_log = logging.getLogger("bootbrain.cli")
+
+
 @main.group()
 def boots() -> None:
     """The boot funnel: stuck attempts, and the nginx assets log it attributes."""
@@ -671,16 +680,54 @@ def boots() -> None:
 @boots.command("stuck")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100)
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--record", is_flag=True, help="also record a boot.stuck event for each (once an attempt)"
+)
 @pass_ctx
-def boots_stuck(ctx: Ctx, /, limit: int, as_json: bool) -> None:
+def boots_stuck(ctx: Ctx, /, limit: int, as_json: bool, record: bool) -> None:
     """Boot attempts stuck now, and the last stage each reached."""
-    stuck = _run(lambda: funnel.stuck_boots(ctx.db, ctx.settings, limit, utcnow()))
+    if record:
+        stuck, new = _run(lambda: funnel.record_stuck(ctx.db, ctx.settings, utcnow()))
+        stuck = stuck[:limit]
+        click.echo(f"recorded {new} new {funnel.STUCK_EVENT} event(s)", err=True)
+    else:
+        stuck = _run(lambda: funnel.stuck_boots(ctx.db, ctx.settings, limit, utcnow()))
     if as_json:
         _emit(stuck, "json", True)
         return
     for a in stuck:
         click.echo(f"machine {a.machine_id} ({a.profile}, boot {a.boot_id}): {a.summary}")
     click.echo(f"{len(stuck)} stuck")
+
+
+def watch_stuck_once(db: Database, settings: Settings) -> int:
+    """One pass of the stuck-boot watcher: events for newly stuck attempts, the gauge;
+    how many are stuck."""
+    stuck, new = funnel.record_stuck(db, settings, utcnow())
+    host_metrics.metrics().boots_stuck.set(len(stuck))
+    if new:
+        _log.warning("%d boot attempt(s) newly stuck (%d stuck in all)", new, len(stuck))
+    return len(stuck)
+
+
+@boots.command("watch")
+@click.option("--parent", type=int, hidden=True, help="Exit when this process has (serve's).")
+@pass_ctx
+def boots_watch(ctx: Ctx, /, parent: int | None) -> None:
+    """Every boot_stuck_check_interval seconds: record a boot.stuck event for each newly
+    stuck attempt and set the bootbrain_boots_stuck gauge. `bootbrain serve` runs it."""
+    logs.configure(ctx.settings.log_format)
+    interval = ctx.settings.boot_stuck_check_interval or 60.0
+    gone = reconciler.parent_gone(parent)
+    while not gone():
+        try:
+            watch_stuck_once(ctx.db, ctx.settings)
+        except DatabaseError:
+            _log.exception("stuck-boot watcher pass failed; retrying")
+        waited = 0.0
+        while waited < interval and not gone():
+            time.sleep(min(1.0, interval - waited))
+            waited += 1.0
 
 
 @boots.command("ingest")
@@ -1202,6 +1249,50 @@ def render(
     click.echo(out.script, nl=False)
     if out.problem is not None:
         sys.exit(1)  # what is printed is the error script the machine would get
+
+
+@main.command()
+@click.argument("host")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--base-url", default=None, help="default: public_url, else http://bootbrain")
+@pass_ctx
+def explain(ctx: Ctx, /, host: str, output: str, base_url: str | None) -> None:
+    """What HOST would boot now and why (the boot preview), and how its last boot went
+    (the boot funnel). HOST: an id, MAC, UUID or hostname. Records nothing."""
+    machine_id = _machine_id(ctx, host)
+    now = utcnow()
+    attempts = _run(lambda: funnel.machine_boots(ctx.db, ctx.settings, machine_id, 1, now))
+    base = (base_url or ctx.settings.public_url or "http://bootbrain").rstrip("/")
+    preview = _run(lambda: flow.preview_machine(ctx.db, ctx.settings, machine_id, None, None, base))
+    out = schemas.ExplainOut(
+        machine_id=machine_id, now=preview, last_boot=next(iter(attempts), None)
+    )
+    if output == "json":
+        _emit(out, "json", True)
+        return
+    rule = f", rule {preview.rule}" if preview.rule else ""
+    click.echo(
+        f"machine {machine_id} would boot now: step {preview.step}, "
+        f"profile {preview.profile or '(local boot)'}{rule}"
+    )
+    click.echo(f"  why: {preview.reason}")
+    if preview.problem is not None:
+        click.echo(f"  render fails: {preview.problem.describe()}")
+    a = out.last_boot
+    if a is None:
+        click.echo("last boot: none on record")
+        return
+    click.echo(
+        f"last boot: {a.status}, started {a.started_at:%Y-%m-%d %H:%M:%S}Z, "
+        f"{a.profile or '-'} ({a.step}), boot {a.boot_id or '-'}, {a.duration_s:.1f} s"
+    )
+    for st in a.stages:
+        click.echo(f"  +{st.after_start_s:8.1f} s  {st.stage:<10} {st.detail}")
+    if a.not_seen:
+        click.echo(f"  (no fetch on record: {', '.join(a.not_seen)})")
+    click.echo(f"  last stage: {a.summary}")
+    if a.status == "stuck":
+        click.echo(f"  STUCK: no new stage within {a.stuck_after_s} s")
 
 
 integration_commands.register(main, pass_ctx)

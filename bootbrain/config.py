@@ -219,6 +219,12 @@ class Settings(BaseModel):
     #: Seconds a boot attempt may go without reaching its next stage before the boot
     #: funnel flags it stuck, for profiles that set no ``stuck_after`` of their own.
     boot_stuck_after: int = Field(default=1800, ge=60)
+    #: Seconds between the stuck-boot watcher's passes under ``bootbrain serve`` (it
+    #: records a ``boot.stuck`` event per stuck attempt and sets the metric); 0: off.
+    boot_stuck_check_interval: float = Field(default=60.0, ge=0)
+    #: ``json`` (one object a line), ``text``, or ``auto``: text on a terminal, JSON
+    #: otherwise (README "Logs").
+    log_format: Literal["auto", "json", "text"] = "auto"
     #: Proxies in front of bootbrain that set X-Forwarded-For (nginx: 1). Their count
     #: decides which address is the machine's: 0 trusts no header, so a machine
     #: cannot claim another's address.

@@ -56,6 +56,7 @@ def is_record_error(exc: BaseException) -> bool:
     database could not answer (down, locked, full), and a retry may."""
     return isinstance(exc, IntegrityError | DataError | ValueError)
 
+
 #: The lock wait of write transactions begun in this context (None: the default,
 #: :data:`SQLITE_BUSY_TIMEOUT_MS` on SQLite, no limit on PostgreSQL). The operator
 #: API sets it per request (:func:`short_lock_waits`); the event writer's thread and
@@ -245,10 +246,15 @@ def make_engine(url: str, watch: _FileWatch | None = None) -> Engine:
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             pool_size=8,
             max_overflow=8,
+            # Error messages (which get logged) never carry the values written:
+            # user-data, BMC passwords.
+            hide_parameters=True,
         )
         _sqlite_setup(engine, watch)
         return engine
-    engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    engine = create_engine(
+        url, pool_size=8, max_overflow=8, pool_pre_ping=True, hide_parameters=True
+    )
     _postgresql_setup(engine)
     return engine
 

@@ -69,6 +69,7 @@ class Metrics:
     reconcile_failures: Counter
     reconcile_last_success: Gauge
     reconcile_version: Gauge
+    boots_stuck: Gauge
 
 
 @functools.cache
@@ -142,6 +143,13 @@ def metrics() -> Metrics:
             "bootbrain_reconcile_version",
             "the reservation version the DHCP server was last brought to",
             multiprocess_mode="max",
+            registry=r,
+        ),
+        # Set by serve's stuck-boot watcher alone; live: gone with it, not left stale.
+        boots_stuck=Gauge(
+            "bootbrain_boots_stuck",
+            "boot attempts stuck at the watcher's last pass (the whole inventory's)",
+            multiprocess_mode="livemax",
             registry=r,
         ),
     )

@@ -1029,6 +1029,14 @@ class BootAttemptOut(BaseModel):
     stages: list[BootStageOut]
 
 
+class ExplainOut(BaseModel):
+    """``bootbrain explain``: what the machine would boot now, and how its last boot went."""
+
+    machine_id: int
+    now: PreviewOut = Field(description="the boot preview: what it would get now, and why")
+    last_boot: BootAttemptOut | None = Field(description="its latest boot attempt, if any")
+
+
 class BootAttemptPage(BaseModel):
     items: list[BootAttemptOut]
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final
 
-from gunicorn import util
+from gunicorn import glogging, util
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.sync import SyncWorker
 
+from bootbrain import logs
 from bootbrain.app import create_app
 from bootbrain.boot.render import render_error
 from bootbrain.machine.flow import count_failure
@@ -326,6 +327,48 @@ class BootWorker(SyncWorker):  # type: ignore[misc]
         self.handle(conn.listener, sock, conn.addr)
 
 
+class BootLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logs in bootbrain's format (:mod:`bootbrain.logs`): its error log as
+    every other line, and one access line per request that carries the request's id and
+    what the answer learned (machine, boot, step), with per-boot tokens masked."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in (*self.error_log.handlers, *self.access_log.handlers):
+            logs.apply(handler, logs.current())
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not getattr(self, "access_log_enabled", self.cfg.accesslog):
+            return
+        path = logs.redact_path(req.path or "")
+        query = f"?{req.query}" if req.query else ""
+        status = int(str(resp.status).split(None, 1)[0])
+        latency_ms = round(request_time.total_seconds() * 1000, 3)
+        remote = environ.get("REMOTE_ADDR") or "-"
+        agent = (environ.get("HTTP_USER_AGENT") or "")[:200]
+        sent = getattr(resp, "sent", 0) or 0
+        ctx = environ.get(logs.ENVIRON_KEY) or {}
+        fields = {name: ctx.get(name) for name in logs.CONTEXT_FIELDS}
+        try:
+            self.access_log.info(
+                '%s "%s %s%s" %s %s %.1f ms "%s"',
+                remote, req.method, path, query, status, sent, latency_ms, agent,
+                extra={
+                    **fields,
+                    "method": req.method,
+                    "path": path,
+                    "query": req.query or None,
+                    "status": status,
+                    "bytes": sent,
+                    "latency_ms": latency_ms,
+                    "remote_addr": remote,
+                    "user_agent": agent,
+                },
+            )  # fmt: skip
+        except Exception:
+            self.exception("access log line failed")
+
+
 def _worker_exit(server: Any, worker: Any) -> None:
     app = worker.wsgi
     services = getattr(app, "extensions", {}).get("bootbrain")
@@ -369,17 +412,19 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def _reconciler_hooks() -> dict[str, Any]:
-    """gunicorn hooks that run ``bootbrain reconcile`` beside the workers, for as long
-    as the master runs (it exits by itself if the master dies without stopping it)."""
+def _children_hooks(commands: list[list[str]]) -> dict[str, Any]:
+    """gunicorn hooks that run ``bootbrain`` commands beside the workers (the
+    reconciler, the stuck-boot watcher), for as long as the master runs (each exits by
+    itself if the master dies without stopping it)."""
     child: list[subprocess.Popen[bytes]] = []
 
     def start(_server: Any) -> None:
-        child.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "bootbrain", "reconcile", "--parent", str(os.getpid())]
+        for command in commands:
+            child.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bootbrain", *command, "--parent", str(os.getpid())]
+                )
             )
-        )
 
     def stop(_server: Any) -> None:
         for proc in child:
@@ -391,7 +436,11 @@ def _reconciler_hooks() -> dict[str, Any]:
 
 
 def run(
-    bind: str, workers: int | None = None, access_log: bool = True, reconcile: bool = False
+    bind: str,
+    workers: int | None = None,
+    access_log: bool = True,
+    reconcile: bool = False,
+    watch_stuck: bool = False,
 ) -> None:
     options: dict[str, Any] = {
         "bind": bind,
@@ -416,9 +465,13 @@ def run(
         # gunicorn's control socket lives at one path per user: two brains on a host
         # would share it. Nothing of ours uses it.
         "control_socket_disable": True,
+        "logger_class": "bootbrain.server.BootLogger",
     }
     if access_log:
         options["accesslog"] = "-"
-    if reconcile:
-        options.update(_reconciler_hooks())
+    children = [["reconcile"]] if reconcile else []
+    if watch_stuck:
+        children.append(["boots", "watch"])
+    if children:
+        options.update(_children_hooks(children))
     _Server(options).run()

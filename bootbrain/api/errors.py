@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
-from bootbrain import errors
+from bootbrain import errors, logs
 from bootbrain.db import BUSY_RETRY_AFTER_S, DatabaseError, is_busy, is_unavailable
 from bootbrain.schemas import FieldProblem, Problem
 
@@ -183,7 +183,7 @@ def init_app(app: Flask, script_fallback: Callable[[], Response | None]) -> None
         fallback = script_fallback()
         if fallback is not None:
             return fallback
-        log.warning("%s %s: %s", request.method, request.path, e)
+        log.warning("%s %s: %s", request.method, logs.redact_path(request.path), e)
         return problem(
             503, "Service unavailable", f"{e}; nothing was changed", headers=busy_headers
         )
@@ -194,14 +194,16 @@ def init_app(app: Flask, script_fallback: Callable[[], Response | None]) -> None
         if fallback is not None:
             return fallback
         if is_busy(e):
-            log.warning("%s %s: database locked: %s", request.method, request.path, e)
+            path = logs.redact_path(request.path)
+            log.warning("%s %s: database locked: %s", request.method, path, e)
             return problem(503, "Service unavailable", "the database is busy", headers=busy_headers)
         if is_unavailable(e):
-            log.error("%s %s: database unavailable: %s", request.method, request.path, e)
+            path = logs.redact_path(request.path)
+            log.error("%s %s: database unavailable: %s", request.method, path, e)
             return problem(
                 503, "Service unavailable", "the database is unavailable", headers=busy_headers
             )
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, logs.redact_path(request.path))
         return problem(500, "Internal server error", "the error was logged on the server")
 
     @app.errorhandler(HTTPException)
@@ -221,5 +223,5 @@ def init_app(app: Flask, script_fallback: Callable[[], Response | None]) -> None
         fallback = script_fallback()
         if fallback is not None:
             return fallback
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, logs.redact_path(request.path))
         return problem(500, "Internal server error", "the error was logged on the server")

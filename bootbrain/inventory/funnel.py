@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bootbrain import schemas
@@ -58,6 +59,10 @@ MAX_LEASES: Final = 4
 ASSET_SKEW: Final = timedelta(seconds=1)
 #: Asset fetches stored per transaction by :func:`record_asset_fetches`.
 INGEST_CHUNK: Final = 500
+#: The event :func:`record_stuck` records, once per attempt.
+STUCK_EVENT: Final = "boot.stuck"
+#: Stuck attempts one :func:`record_stuck` pass looks at.
+STUCK_MAX: Final = 10_000
 
 _DECISIONS: Final = ("boot", "conflict")
 _AFTER_DECISION: Final = ("metadata", "completion")
@@ -420,3 +425,41 @@ def stuck_boots(
                 if len(out) >= limit:
                     break
         return out
+
+
+def record_stuck(
+    db: Database, settings: Settings, now: datetime
+) -> tuple[list[schemas.BootAttemptOut], int]:
+    """The attempts stuck now, and how many of them got their ``boot.stuck`` event in
+    this call: one per attempt (its ref is the boot id), however often this runs and
+    on however many brains."""
+    stuck = stuck_boots(db, settings, STUCK_MAX, now)
+    pending = {f"stuck-{a.boot_id}": a for a in stuck if a.boot_id}
+    try:
+        with db.write() as s:
+            known = set(s.scalars(select(Event.ref).where(Event.ref.in_(list(pending)))))
+            rows = [
+                Event(
+                    kind=STUCK_EVENT,
+                    at=now,
+                    machine_id=a.machine_id,
+                    mac=a.mac,
+                    ip=a.ip,
+                    ref=ref,
+                    message=f"boot {a.boot_id} stuck: {a.summary}",
+                    data={
+                        "boot_id": a.boot_id,
+                        "profile": a.profile,
+                        "last_stage": a.last_stage,
+                        "last_stage_at": a.last_stage_at.isoformat(),
+                        "stuck_after_s": a.stuck_after_s,
+                        "not_seen": a.not_seen,
+                    },
+                )
+                for ref, a in pending.items()
+                if ref not in known
+            ]
+            s.add_all(rows)
+    except IntegrityError:
+        return stuck, 0  # another brain recorded them first
+    return stuck, len(rows)

@@ -15,6 +15,7 @@ from typing import Final
 
 from flask import Response, request
 
+from bootbrain import logs
 from bootbrain.boot.render import render_error
 from bootbrain.vocabulary import SCRIPT_PATHS
 
@@ -65,7 +66,7 @@ def method_script() -> str:
 def exception_script(path: str) -> str:
     """What a machine gets when answering it raised: a message and a retry. Call it
     from an ``except`` block: the exception is logged."""
-    log.exception("failure answering %s", path)
+    log.exception("failure answering %s", logs.redact_path(path))
     count_failure("exception")
     return render_error("boot server error", retry_seconds=15)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Final
 
-from bootbrain import inventory, schemas, security
+from bootbrain import inventory, logs, schemas, security
 from bootbrain.boot import render
 from bootbrain.boot.decide import conflict, decide
 from bootbrain.boot.facts import parse_facts
@@ -128,11 +128,14 @@ def answer_ipxe(
     ctx = render_context(settings, base_url, token, boot_id)
     script, failure = _render(decision, machine, ctx)
     if failure is not None:
+        # The profile's name and the error only: the profile (its script, its
+        # user-data) and a traceback through its template may hold secrets.
         log.error(
-            "rendering %s for machine %s failed",
-            decision.profile,
+            "rendering profile %s for machine %s failed: %s: %s",
+            decision.profile.name if decision.profile else None,
             decision.machine_id,
-            exc_info=failure,
+            type(failure).__name__,
+            failure,
         )
         # render_limit: a template too costly for this machine (time, size); render:
         # any other failure. Both boot from local disk.
@@ -179,6 +182,7 @@ def answer_ipxe(
             "completed_at": None,
         }
     writer.boot(event=event, boot=boot, machine_id=decision.machine_id, at=now, ip=remote_ip)
+    logs.bind(machine_id=decision.machine_id, boot_id=boot_id, step=decision.step)
     return Answer(script, decision, machine, boot_id)
 
 
@@ -204,7 +208,7 @@ def _explain_failure(e: Exception) -> schemas.PreviewProblem:
         return schemas.PreviewProblem(field=e.field, line=e.line, message=e.message)
     if isinstance(e, RenderError):
         return schemas.PreviewProblem(field=None, line=None, message=str(e))
-    log.error("boot preview: the render failed unexpectedly", exc_info=e)
+    log.error("boot preview: the render failed unexpectedly: %s: %s", type(e).__name__, e)
     return schemas.PreviewProblem(
         field=None, line=None, message=f"unexpected {type(e).__name__} (logged on the server)"
     )

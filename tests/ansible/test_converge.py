@@ -272,6 +272,20 @@ def _check_through_nginx(scenario: Scenario) -> None:
     access = tgt.path("/var/log/nginx/bootbrain.access.log").read_text()
     assert f"/assets/{ASSET}" in access
     assert f"/assets/{ASSET}" not in gunicorn_log.read_text()
+    # ...and written to the assets log the boot funnel ingests (bootbrain boots ingest).
+    assets_log = tgt.path("/var/log/nginx/bootbrain-assets.json").read_text()
+    assert f'"uri":"/assets/{ASSET}","status":"200","bytes":"{ASSET_SIZE}"' in assets_log
+    # A per-boot token in a path never reaches nginx's access log.
+    refused = harness.http_get(f"{base}/boot/tok3n-n0t-for-logs/meta-data")
+    assert refused.status == 403, refused
+    # nginx writes a proxied request's line once it has finished it: maybe after we read.
+    deadline = time.monotonic() + 10
+    while "GET /boot/<token>/meta-data " not in (
+        access := tgt.path("/var/log/nginx/bootbrain.access.log").read_text()
+    ):
+        assert time.monotonic() < deadline, access[-2000:]
+        time.sleep(0.2)
+    assert "tok3n-n0t-for-logs" not in access
 
     # The API token the role kept works through nginx; no token, no answer.
     token = tgt.path("/etc/bootbrain/api-token").read_text().strip()

@@ -301,10 +301,11 @@ def test_preview_records_nothing(api: Api, app: Flask, inventory: dict) -> None:
 
 
 def test_preview_explains_a_render_failure(
-    api: Api, client: FlaskClient, inventory: dict
+    api: Api, client: FlaskClient, inventory: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The preview shows what /ipxe serves when the profile fails for this machine
-    (the error script, local boot) and names the field, instead of a 500."""
+    (the error script, local boot) and names the field, instead of a 500. The failure
+    is logged by the profile's name and the error: never its script or user-data."""
     api.post(
         "/profiles",
         {
@@ -312,6 +313,7 @@ def test_preview_explains_a_render_failure(
             "kind": "linux",
             "kernel": "{{ assets }}/vmlinuz",
             "cmdline": "console=ttyS0 tags={{ machine.tags|join(' ') }}",
+            "user_data": "#cloud-config\nruncmd: [echo userdata-secret-7f3a]\n",
         },
         expect=201,  # the sample machine has one tag
     )
@@ -319,6 +321,10 @@ def test_preview_explains_a_render_failure(
     api.patch(f"/machines/{mid}", {"profile": "tagged", "tags": ["gpu", "rack1"]}, expect=200)
     out = api.get(f"/machines/{mid}/boot-preview", expect=200).json
     served = boot(client)
+    (logged,) = [r for r in caplog.records if "rendering profile" in r.getMessage()]
+    assert logged.getMessage().startswith(f"rendering profile tagged for machine {mid} failed: ")
+    assert logged.exc_info is None
+    assert "userdata-secret-7f3a" not in caplog.text and "console=ttyS0" not in caplog.text
     assert out["script"] == served
     assert "vmlinuz" not in served
     assert out["step"] == "error"

@@ -15,8 +15,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from bootbrain.app import create_app
+from bootbrain.cli import watch_stuck_once
 from bootbrain.db import Database
 from bootbrain.inventory import funnel
+from bootbrain.metrics import exposition
 from bootbrain.models import Boot, Event, utcnow
 from tests.api.test_boot import ipxe_query
 from tests.conftest import Api, add_rack1, make_settings, make_token
@@ -259,6 +261,23 @@ def test_a_boot_that_stops_after_the_kernel_says_so(
         "fetched /assets/vmlinuz (8000000 bytes in 2.5 s, HTTP 200) 40 min ago; "
         "never fetched its initrd, documents or reported completion"
     )
+
+    # The watcher (serve's child) records the event once an attempt, and the gauge.
+    settings = app.config["BOOTBRAIN"]
+    for _ in range(2):
+        assert watch_stuck_once(db, settings) == 1
+        (event,) = api.get("/events?kind=boot.stuck", expect=200).json["items"]
+    assert event["machine_id"] == machine["id"]
+    assert event["data"]["boot_id"] == stuck["boot_id"]
+    assert event["data"]["last_stage"] == "kernel"
+    assert "never fetched its initrd" in event["message"]
+    assert "bootbrain_boots_stuck 1.0" in exposition().decode()
+    # Power-cycled, it boots again: not stuck now, the gauge falls; the event stays.
+    pxe_boot_until_decision(client, api)
+    flush(app)
+    assert watch_stuck_once(db, settings) == 0
+    assert "bootbrain_boots_stuck 0.0" in exposition().decode()
+    assert len(api.get("/events?kind=boot.stuck", expect=200).json["items"]) == 1
 
 
 def test_behind_nginx_the_machine_address_comes_from_x_forwarded_for(

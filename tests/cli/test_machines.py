@@ -317,3 +317,51 @@ def test_boots_shows_each_attempt_and_its_stages(site: Cli) -> None:
     assert attempt["not_seen"] == ["initrd"]
     assert site.run("boots", "stuck").stdout == "0 stuck\n"
     assert "no machine 'nope'" in site.fails("machine", "boots", "nope")
+
+
+def test_explain_joins_what_it_would_boot_with_how_its_last_boot_went(site: Cli) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from bootbrain.models import Boot, Event
+    from tests.api.test_boot import ipxe_query
+    from tests.cli.test_dhcp import api_of
+
+    m = add(site, "--hostname", "node-x", "--mac", "52:54:00:00:b0:02", "--profile", "installer")
+    out = site.run("explain", "node-x").stdout
+    assert out.startswith(f"machine {m['id']} would boot now: step assigned, profile installer")
+    assert "last boot: none on record" in out
+    with api_of(site) as api:
+        resp = api.client.get(
+            ipxe_query(uuid="", mac="52:54:00:00:b0:02"),
+            environ_overrides={"REMOTE_ADDR": "10.20.0.32"},
+        )
+        assert resp.status_code == 200
+        services = api.client.application.extensions["bootbrain"]
+        services.events.flush()
+        # 40 minutes pass (the default limit is 30) with nothing more from the machine.
+        with services.db.write() as s:
+            for row in [*s.scalars(select(Event)), *s.scalars(select(Boot))]:
+                for col in ("at", "created_at", "expires_at"):
+                    if hasattr(row, col):
+                        setattr(row, col, getattr(row, col) - timedelta(minutes=40))
+    lines = site.run("explain", "node-x").stdout.splitlines()
+    assert lines[2].startswith("last boot: stuck, started "), lines
+    assert "installer (assigned)" in lines[2], lines
+    assert lines[3].split()[3:6] == ["decision", "/ipxe", "decided"], lines
+    assert lines[-2] == (
+        "  last stage: /ipxe decided by assigned: profile installer 40 min ago; "
+        "never fetched its kernel, documents or reported completion"
+    ), lines
+    assert lines[-1] == "  STUCK: no new stage within 1800 s", lines
+    doc = site.json("explain", str(m["id"]), "--output", "json")
+    assert (doc["now"]["step"], doc["now"]["profile"]) == ("assigned", "installer")
+    assert doc["now"]["script"].startswith("#!ipxe\n")
+    assert (doc["last_boot"]["status"], doc["last_boot"]["last_stage"]) == ("stuck", "decision")
+    # --record: one boot.stuck event an attempt, however often it runs.
+    first = site.run("boots", "stuck", "--record")
+    assert "recorded 1 new boot.stuck event(s)" in first.stderr
+    assert first.stdout.endswith("1 stuck\n")
+    assert "recorded 0 new boot.stuck event(s)" in site.run("boots", "stuck", "--record").stderr
+    assert "no machine 'nope'" in site.fails("explain", "nope")

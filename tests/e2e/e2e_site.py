@@ -150,6 +150,10 @@ class Site:
         return self.workdir / "bootbrain.log"
 
     @property
+    def assets_log_path(self) -> Path:
+        return self.workdir / "bootbrain-assets.json"
+
+    @property
     def assets_url(self) -> str:
         assert self.assets is not None
         return self.assets.url("").rstrip("/")
@@ -184,7 +188,10 @@ class Site:
         for name in lab.assets.IPXE_BOOT_FILES:
             shutil.copyfile(lab.ipxe_file(name), self.tftp_root / name)
 
-        self.assets = lab.StubHTTPServer(self.net, self.net.address)
+        # The assets server writes nginx's bootbrain_assets log, which bootbrain ingests.
+        self.assets = lab.StubHTTPServer(
+            self.net, self.net.address, access_log=self.assets_log_path
+        )
         self.assets.route("/" + lab.KERNEL_NAME, self.boot_files.vmlinuz)
         self.assets.route("/" + lab.INITRD_NAME, self.boot_files.initrd)
         self.assets.start()
@@ -475,10 +482,12 @@ def assert_booted_action(
     dhcp_address: str,
     profile: str = LINUX_PROFILE,
     report_extra: dict[str, str] | None = None,
+    lease_stage: bool = True,
 ) -> dict[str, Any]:
     """A one-shot linux action (``profile``) booted and completed; returns the boot
     event. The completion's report is the initrd's ``ip``, ``hostname`` and ``iface``
-    plus ``report_extra``, exactly."""
+    plus ``report_extra``, exactly. ``lease_stage``: our DHCP server gave the lease (so
+    its hook reported it to the funnel)."""
     mid = machine["id"]
     boots = site.wait_events("the boot event", kind="boot", machine_id=mid)
     # The firmware may re-request /ipxe; the completed boot is the one that counts.
@@ -517,12 +526,37 @@ def assert_booted_action(
         if r.client == dhcp_address and r.path in ("/vmlinuz", "/initrd.gz")
     ]
     assert ("/vmlinuz", "iPXE") in fetched and ("/initrd.gz", "iPXE") in fetched, fetched
+    assert_complete_funnel(site, mid, boot["data"]["boot_id"], lease_stage)
 
     after = site.machine(mid)
     assert after["next_boot"] is None, after
     assert after["state"] == "deployed", after
     assert after["last_seen_ip"] == address, after
     return boot
+
+
+def assert_complete_funnel(site: Site, machine_id: int, boot_id: str, lease: bool | None) -> None:
+    """The boot funnel of the completed boot has every stage, the kernel and initrd
+    fetches (ingested from the assets log, as production does) included. ``lease``:
+    whether a lease stage must be there (None: either way)."""
+    site.cli("boots", "ingest", str(site.assets_log_path))
+    attempts = json.loads(site.cli("machine", "boots", str(machine_id), "--json").stdout)
+    (attempt,) = [a for a in attempts if a["boot_id"] == boot_id]
+    stages = [s["stage"] for s in attempt["stages"]]
+    for stage in ("bootstrap", "decision", "kernel", "initrd", "completion"):
+        assert stage in stages, attempt
+    if lease is not None:
+        assert ("lease" in stages) == lease, attempt
+    assert stages.index("decision") < stages.index("kernel") < stages.index("completion"), stages
+    assert (attempt["status"], attempt["not_seen"]) == ("complete", []), attempt
+    fetches = [s for s in attempt["stages"] if s["stage"] in ("kernel", "initrd")]
+    sizes = {s["stage"]: s["data"]["bytes"] for s in fetches}
+    assert sizes == {
+        "kernel": site.boot_files.vmlinuz.stat().st_size,
+        "initrd": site.boot_files.initrd.stat().st_size,
+    }, attempt
+    offsets = [s["after_start_s"] for s in attempt["stages"]]
+    assert offsets == sorted(offsets) and 0 < attempt["duration_s"] < 600, attempt
 
 
 def assert_preview_is_action(

@@ -41,6 +41,7 @@ from e2e_site import (
     PRODUCT,
     Site,
     assert_booted_action,
+    assert_complete_funnel,
     assert_preview_is_action,
     boot_guest,
     boot_until_lease,
@@ -394,6 +395,8 @@ def test_malicious_smbios_serial_is_inert(site: DnsmasqSite) -> None:
     completion = completion_for(site, boots[-1]["data"]["boot_id"], machine_id=mid)
     assert completion["data"]["report"]["ip"] == f"{address}/24", completion
     assert completion["data"]["consumed_action"] == LINUX_PROFILE
+    # Known by its serial alone (no NIC on record): its lease may not name it.
+    assert_complete_funnel(site, mid, boots[-1]["data"]["boot_id"], lease=None)
 
     cmdline = console_cmdline(result)
     for text in (preview, cmdline):
@@ -552,6 +555,7 @@ def test_bios_proxy_dhcp_beside_a_foreign_server(proxy_site: DnsmasqSite) -> Non
         address=address,
         hostname=hostname,
         dhcp_address=leased,
+        lease_stage=False,  # the foreign server's lease: no hook of ours saw it
     )
     foreign_log = foreign.log_text()
     assert re.search(rf"DHCPACK\(eth0\) {re.escape(leased)} {mac}", foreign_log), foreign_log

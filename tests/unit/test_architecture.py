@@ -22,7 +22,7 @@ PACKAGE = REPO / "bootbrain"
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": ("vocabulary", "errors", "identity", "security"),
     "core": ("boot",),
-    "edge": ("config", "schemas", "models", "db", "migrate", "migrations", "metrics"),
+    "edge": ("config", "schemas", "models", "db", "migrate", "migrations", "metrics", "logs"),
     "services": (
         "inventory",
         "integrations",

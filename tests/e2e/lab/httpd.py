@@ -10,6 +10,7 @@ a file, or a callable returning a :class:`Response`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -72,9 +73,15 @@ def ipxe_script(text: str) -> Response:
 class StubHTTPServer:
     """Serve *routes* on ``host:port`` inside *netns* and record every request."""
 
-    def __init__(self, netns: Netns, host: str, port: int = 0) -> None:
+    def __init__(
+        self, netns: Netns, host: str, port: int = 0, access_log: Path | None = None
+    ) -> None:
         self.netns = netns
         self.host = host
+        #: Where to append a line per answered request in nginx's ``bootbrain_assets``
+        #: format (README "The boot funnel"), as the production assets server writes.
+        self.access_log = access_log
+        self._log_lock = threading.Lock()
         self.routes: dict[str, Route] = {}
         self.requests: list[Request] = []
         self._cond = threading.Condition()
@@ -93,6 +100,24 @@ class StubHTTPServer:
         with self._cond:
             self.requests.append(request)
             self._cond.notify_all()
+
+    def _log(self, request: Request, status: int, sent: int) -> None:
+        """nginx's ``bootbrain_assets`` line: $msec is the request's end, $uri its path."""
+        if self.access_log is None:
+            return
+        line = json.dumps(
+            {
+                "msec": f"{time.time():.3f}",
+                "ip": request.client,
+                "uri": request.path,
+                "status": str(status),
+                "bytes": str(sent),
+                "request_time": f"{time.monotonic() - request.time:.3f}",
+            },
+            separators=(",", ":"),
+        )
+        with self._log_lock, self.access_log.open("a") as out:
+            out.write(line + "\n")
 
     def _respond(self, request: Request) -> Response:
         route = self.routes.get(request.path)
@@ -135,13 +160,13 @@ class StubHTTPServer:
                 for name, value in response.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                if self.command == "HEAD":
-                    return
-                if isinstance(payload, Path):
-                    with payload.open("rb") as fh:
-                        shutil.copyfileobj(fh, self.wfile, 1 << 20)
-                else:
-                    self.wfile.write(payload)
+                if self.command != "HEAD":
+                    if isinstance(payload, Path):
+                        with payload.open("rb") as fh:
+                            shutil.copyfileobj(fh, self.wfile, 1 << 20)
+                    else:
+                        self.wfile.write(payload)
+                stub._log(request, response.status, 0 if self.command == "HEAD" else size)
 
             do_GET = do_POST = do_HEAD = do_PUT = _handle
 
