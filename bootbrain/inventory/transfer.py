@@ -145,8 +145,122 @@ else:  # pragma: no cover - PyYAML built without libyaml
     _Loader = _BoundedLoader
 
 
+class _Unusual(Exception):  # noqa: N818 - control flow, never leaves this module
+    """Raised by :func:`_plain_rows` for a file it leaves to the composer."""
+
+
+#: A mapping waiting for its next key (a key waiting for its value is a 1-tuple).
+_NO_KEY = object()
+_STR = "tag:yaml.org,2002:str"
+#: The scalar tags :func:`_plain_rows` builds itself; any other is left to the composer.
+_SCALARS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float"))
+
+
+def _plain_rows(text: str, progress: Progress | None) -> list[Row] | None:
+    """The rows of a plain file (what ``export`` writes), built straight from libyaml's
+    events, with no node tree in between. Anything else — an alias, nesting or a count
+    past the bounds, a tag, a merge key, a key that is not a scalar, more than one
+    document, a syntax error, a file not shaped as sections of lists — gives None and
+    is left to the composer (:func:`_yaml_rows`), which refuses or reads it as before:
+    the bounds and every message keep their one home."""
+    if _Loader is _BoundedLoader:
+        return None
+    loader = _Loader(text)
+    resolve, constructors, node = loader.resolve, loader.yaml_constructors, yaml.ScalarNode
+    stack: list[Any] = []  # open collections, each mapping followed by its pending key
+    lines: dict[int, tuple[list[Any], list[int]]] = {}  # a section's list: its items' lines
+    top: Any = None
+    nodes = documents = 0
+    try:
+        while (event := loader.get_event()) is not None:
+            kind = type(event)
+            if kind is yaml.ScalarEvent or kind in (
+                yaml.MappingStartEvent,
+                yaml.SequenceStartEvent,
+            ):
+                nodes += 1
+                if nodes > MAX_YAML_NODES:
+                    raise _Unusual
+                if progress is not None and nodes % 65536 == 0:
+                    progress(event.start_mark.index, len(text))
+                if len(stack) == 3 and type(stack[2]) is list:  # an item of a section
+                    lines.setdefault(id(stack[2]), (stack[2], []))[1].append(
+                        event.start_mark.line + 1
+                    )
+            if kind is yaml.ScalarEvent:
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = resolve(node, event.value, event.implicit)
+                if tag == _STR:
+                    value: Any = event.value
+                elif tag in _SCALARS:
+                    value = constructors[tag](loader, node(tag, event.value))
+                else:
+                    raise _Unusual
+            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                if event.tag is not None and not event.implicit:
+                    raise _Unusual
+                if kind is yaml.MappingStartEvent:
+                    stack += ({}, _NO_KEY)
+                else:
+                    stack.append([])
+                if len(stack) > 2 * MAX_YAML_DEPTH:
+                    raise _Unusual
+                continue
+            elif kind is yaml.MappingEndEvent:
+                stack.pop()
+                value = stack.pop()
+            elif kind is yaml.SequenceEndEvent:
+                value = stack.pop()
+            elif kind is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    raise _Unusual
+                continue
+            elif kind is yaml.AliasEvent:
+                raise _Unusual
+            else:
+                continue
+            if not stack:
+                top = value
+            elif type(stack[-1]) is list:
+                stack[-1].append(value)
+            elif stack[-1] is _NO_KEY:
+                if isinstance(value, dict | list):
+                    raise _Unusual
+                stack[-1] = (value,)
+            else:
+                stack[-2][stack[-1][0]] = value
+                stack[-1] = _NO_KEY
+    except (yaml.YAMLError, _Unusual, KeyError, TypeError, ValueError):
+        return None
+    finally:
+        loader.dispose()
+    if nodes == 0:
+        return []
+    if type(top) is not dict or any(
+        k not in SECTIONS or type(v) is not list for k, v in top.items()
+    ):
+        return None
+    rows = []
+    for section in SECTIONS:
+        items = top.get(section, [])
+        at = lines.get(id(items), ([], []))[1]
+        if len(at) != len(items):
+            return None
+        for data, line in zip(items, at, strict=True):
+            rows.append(
+                Row(section, line, data if isinstance(data, dict) else {"_not_a_mapping": data})
+            )
+    return rows
+
+
 def _yaml_rows(text: str, progress: Progress | None = None) -> Iterator[Row]:
     """The rows of a YAML import; ``progress`` hears (characters parsed, of all)."""
+    plain = _plain_rows(text, progress)
+    if plain is not None:
+        yield from plain
+        return
     loader = _Loader(text)
     if progress is not None:
         loader.on_progress = lambda done: progress(done, len(text))
