@@ -112,6 +112,7 @@ def run(url: str, machines: int) -> list[tuple[str, float, float, str]]:
         start, cpu = time.perf_counter(), time.process_time()
         result = fn()
         out.append((label, time.perf_counter() - start, time.process_time() - cpu, note(result)))
+        print(f"  ... {label}: {out[-1][1]:.1f} s (cpu {out[-1][2]:.1f} s)", flush=True)
         return result
 
     def changes(p: inventory_apply.Plan) -> str:
