@@ -237,6 +237,36 @@ def _progress_bar(what: str) -> Iterator[transfer.Progress | None]:
         bar.stop()
 
 
+@contextmanager
+def _stages_bar() -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress callback for work in stages (apply: parsing, checking rows, reading
+    the inventory, writing), one bar line per stage, on a terminal only. A stage
+    shows only once there is enough of it (:data:`PROGRESS_THRESHOLD` rows, or a file
+    large enough to be parsed in steps)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console  # only here: rich is slow to import
+    from rich.progress import Progress
+
+    bar = Progress(transient=True, console=Console(stderr=True))
+    tasks: dict[str, Any] = {}
+
+    def advance(stage: str, done: int, total: int) -> None:
+        if total < PROGRESS_THRESHOLD:
+            return
+        if not tasks:
+            bar.start()
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    try:
+        yield advance
+    finally:
+        bar.stop()
+
+
 @click.group()
 @click.version_option(package_name="bootbrain")
 @click.pass_context
@@ -1162,7 +1192,7 @@ def apply_(ctx: Ctx, /, path: str, dry_run: bool, prune: bool) -> None:
             click.echo(inventory_apply.plan(ctx.db, text, prune).diff(), nl=False)
             return
         # Planned and carried out in one transaction: nobody's change can slip between.
-        with _progress_bar("applying") as progress:
+        with _stages_bar() as progress:
             plan = inventory_apply.apply(ctx.db, text, ACTOR, prune, None, progress)
         click.echo(plan.diff(), nl=False)
         if not plan.changes:

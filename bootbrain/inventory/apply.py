@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bootbrain import identity, schemas
@@ -40,6 +41,7 @@ from bootbrain.errors import (
 from bootbrain.errors import RowProblem as Problem
 from bootbrain.models import Boot, Group, Machine, Network, Profile, Rule
 
+from . import bulk
 from .base import add_event, by_name, flush_or_conflict, named_conflict
 from .catalog import _profile_lookup, add_network, add_profile, add_rule
 from .checks import check_profile
@@ -51,7 +53,12 @@ from .machines import (
     add_machine,
     apply_os_config,
 )
-from .transfer import _MODELS, SECTIONS, Progress, Row, _yaml_rows
+from .transfer import _MODELS, SECTIONS, Row, _yaml_rows
+
+#: Called as the work goes with (stage, done, of): the CLI's progress bar. Stages:
+#: parsing (characters), checking rows, reading the inventory, writing (steps), writing
+#: machines (rows).
+Stages = Callable[[str, int, int], None]
 
 KINDS = {
     "networks": "network",
@@ -160,7 +167,7 @@ def _normal(kind: str, model: BaseModel) -> dict[str, Any]:
     return d
 
 
-def _current(s: Session) -> dict[str, list[Item]]:
+def _current(s: Session, progress: Stages | None = None) -> dict[str, list[Item]]:
     keep = {k: set(m.model_fields) for k, m in _MODELS.items()}
     out: dict[str, list[Item]] = {k: [] for k in SECTIONS}
 
@@ -177,23 +184,31 @@ def _current(s: Session) -> dict[str, list[Item]]:
         add("rules", r, schemas.RuleOut.of(r).model_dump(include=keep["rules"]))
     for g in s.scalars(select(Group).order_by(Group.id)):
         add("groups", g, schemas.GroupOut.of(g).model_dump(include=keep["groups"]))
-    for m in s.scalars(select(Machine).order_by(Machine.id)).unique():
-        out_m = schemas.MachineOut.of(m, reveal=True)
-        doc = out_m.model_dump(include=keep["machines"])
-        doc["nics"] = [n.model_dump() for n in out_m.nics]
-        add("machines", m, doc)
+    docs = bulk.machine_docs(s)
+    for done, (machine_id, version, doc) in enumerate(docs, start=1):
+        model = _MODELS["machines"].model_validate(doc)
+        out["machines"].append(
+            Item("machines", _normal("machines", model), id=machine_id, version=version)
+        )
+        if progress is not None and done % bulk.CHUNK == 0:
+            progress("reading the inventory", done, len(docs))
     return out
 
 
-def _desired(text: str) -> tuple[dict[str, list[Item]], list[Problem]]:
+def _desired(
+    text: str, progress: Stages | None = None
+) -> tuple[dict[str, list[Item]], list[Problem]]:
+    parsed = None if progress is None else (lambda done, total: progress("parsing", done, total))
     try:
-        rows: list[Row] = list(_yaml_rows(text))
+        rows: list[Row] = list(_yaml_rows(text, parsed))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ImportRowsError([Problem(mark.line + 1 if mark else 1, "file", str(e))]) from None
     out: dict[str, list[Item]] = {k: [] for k in SECTIONS}
     problems: list[Problem] = []
-    for row in rows:
+    for done, row in enumerate(rows, start=1):
+        if progress is not None and done % bulk.CHUNK == 0:
+            progress("checking rows", done, len(rows))
         try:
             model = _MODELS[row.kind].model_validate(row.data)
         except ValidationError as e:
@@ -315,9 +330,9 @@ class _Draft:
     inconsistent: bool = False
 
 
-def _draft(s: Session, text: str, prune: bool) -> _Draft:
-    want, problems = _desired(text)
-    have = _current(s)
+def _draft(s: Session, text: str, prune: bool, progress: Stages | None = None) -> _Draft:
+    want, problems = _desired(text, progress)
+    have = _current(s, progress)
     changes: list[Change] = []
     final: dict[str, dict[str, tuple[dict[str, Any], int | None]]] = {k: {} for k in SECTIONS}
     pairs: dict[str, list[tuple[Item, Item | None, str]]] = {}
@@ -427,7 +442,7 @@ def apply(
     actor: str,
     prune: bool = False,
     expected: dict[str, int] | None = None,
-    progress: Progress | None = None,
+    progress: Stages | None = None,
 ) -> Plan:
     """Plan ``text`` and carry the plan out in one transaction, all or nothing.
 
@@ -445,12 +460,12 @@ def _run(
     actor: str,
     prune: bool,
     expected: dict[str, int] | None,
-    progress: Progress | None,
+    progress: Stages | None,
     commit: bool,
 ) -> Plan:
     try:
         with db.write() as s:
-            draft = _draft(s, text, prune)
+            draft = _draft(s, text, prune, progress)
             if expected is not None:
                 _check_versions(draft.plan.versions, expected)
             problems = list(draft.problems)
@@ -481,7 +496,7 @@ def _check_versions(now: dict[str, int], expected: dict[str, int]) -> None:
         raise PlanStaleError(stale)
 
 
-def _execute(s: Session, d: _Draft, actor: str, progress: Progress | None) -> list[Problem]:
+def _execute(s: Session, d: _Draft, actor: str, progress: Stages | None) -> list[Problem]:
     problems: list[Problem] = []
     steps: list[tuple[int | None, str, Callable[[], Any]]] = []
     changed = {(c.kind, c.key) for c in d.plan.changes}
@@ -512,13 +527,20 @@ def _execute(s: Session, d: _Draft, actor: str, progress: Progress | None) -> li
     upserts("groups")
     deletes("groups")
     upserts("machines", existing=True)  # first: they may free what a new machine takes
-    upserts("machines", existing=False)
+    # New machines are written together, in multi-row statements (bulk).
+    creates = [
+        (w.line, w.data)
+        for w, h, key in d.pairs["machines"]
+        if h is None and ("machine", key) in changed
+    ]
+    if creates:
+        steps.append((None, "machines", lambda: _add_machines(s, creates, actor, progress)))
     deletes("profiles", lambda p: p["kind"] == "menu")
     deletes("profiles", lambda p: p["kind"] != "menu")
     deletes("networks")
     for done, (line, where, step) in enumerate(steps, start=1):
         if progress is not None:
-            progress(done, len(steps))
+            progress("writing", done, len(steps))
         try:
             with s.begin_nested():
                 step()
@@ -526,9 +548,26 @@ def _execute(s: Session, d: _Draft, actor: str, progress: Progress | None) -> li
             problems.append(
                 Problem(line or 0, e.field, e.message if line else f"{where}: {e.message}")
             )
+        except ImportRowsError as e:
+            problems.extend(e.problems)
         except BootbrainError as e:
             problems.append(Problem(line or 0, where, str(e)))
     return problems
+
+
+def _add_machines(
+    s: Session,
+    rows: list[tuple[int | None, dict[str, Any]]],
+    actor: str,
+    progress: Stages | None,
+) -> None:
+    done = None if progress is None else (lambda n, of: progress("writing machines", n, of))
+    try:
+        problems = bulk.add_machines(s, rows, actor, done)
+    except IntegrityError as e:  # the plan refused keys held twice; this is the last word
+        raise ConflictError("machines", f"conflicts with the inventory: {e.orig}") from None
+    if problems:
+        raise ImportRowsError(problems)
 
 
 def _upsert(

@@ -41,9 +41,10 @@ from bootbrain.errors import (
 )
 from bootbrain.errors import RowProblem as Problem
 
+from . import bulk
 from .catalog import add_network, add_profile, add_rule, list_networks, list_profiles, list_rules
 from .groups import add_group, list_groups
-from .machines import add_machine, list_machines
+from .machines import add_machine
 
 #: Called after each row with (rows done, rows in all): the CLI's progress bar.
 Progress = Callable[[int, int], None]
@@ -61,29 +62,33 @@ SECTIONS = ("networks", "profiles", "rules", "groups", "machines")
 
 #: How deep an import's YAML may nest (a machine body needs a handful of levels).
 MAX_YAML_DEPTH = 64
-#: How many YAML nodes an import may hold (every key and value is one).
-MAX_YAML_NODES = 2_000_000
+#: How many YAML nodes an import may hold (every key and value is one): an exported
+#: machine is a few dozen, so this admits a few hundred thousand machines.
+MAX_YAML_NODES = 8_000_000
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """The safe loader, refusing what makes a small file a large parse: aliases (a
+class _Bounded(yaml.composer.Composer):
+    """The composer, refusing what makes a small file a large parse: aliases (a
     "billion laughs" file of a few hundred bytes names millions of nodes), nesting past
     :data:`MAX_YAML_DEPTH` (the composer recurses once per level) and more than
     :data:`MAX_YAML_NODES` nodes. Each is refused as it is met, before anything is
-    built from it."""
+    built from it. The checks live here, in the one composer both loaders below use,
+    so the C-parsed path refuses exactly what the pure-Python one does."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
+    _depth = 0
+    _nodes = 0
+    #: Called with the characters parsed so far, now and then.
+    on_progress: Callable[[int], None] | None = None
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
+        event = self.peek_event()  # type: ignore[attr-defined]
         if isinstance(event, yaml.AliasEvent):
             self._refuse(
                 event, "aliases (*name) are not accepted in an import; write the value out"
             )
         self._nodes += 1
+        if self.on_progress is not None and self._nodes % 65536 == 0:
+            self.on_progress(event.start_mark.index)
         if self._nodes > MAX_YAML_NODES:
             self._refuse(event, f"more than {MAX_YAML_NODES} values; split the file")
         self._depth += 1
@@ -99,8 +104,177 @@ class _BoundedLoader(yaml.SafeLoader):
         raise yaml.composer.ComposerError(None, None, problem, event.start_mark)  # type: ignore[arg-type]
 
 
-def _yaml_rows(text: str) -> Iterator[Row]:
-    node = yaml.compose(text, Loader=_BoundedLoader)
+class _BoundedLoader(
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    _Bounded,
+    yaml.constructor.SafeConstructor,
+    yaml.resolver.Resolver,
+):
+    """The pure-Python safe loader with the bounds: used where libyaml is missing."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        _Bounded.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _CBoundedLoader(  # _Bounded first: its composer, not libyaml's, builds the nodes
+        _Bounded,
+        CParser,
+        yaml.constructor.SafeConstructor,
+        yaml.resolver.Resolver,
+    ):
+        """libyaml scans and parses (the bulk of a parse's time, in C); the nodes are
+        still composed by :class:`_Bounded`, so every bound holds as it is."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _Bounded.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    _Loader: type[Any] = _CBoundedLoader
+else:  # pragma: no cover - PyYAML built without libyaml
+    _Loader = _BoundedLoader
+
+
+class _Unusual(Exception):  # noqa: N818 - control flow, never leaves this module
+    """Raised by :func:`_plain_rows` for a file it leaves to the composer."""
+
+
+#: A mapping waiting for its next key (a key waiting for its value is a 1-tuple).
+_NO_KEY = object()
+_STR = "tag:yaml.org,2002:str"
+#: The scalar tags :func:`_plain_rows` builds itself; any other is left to the composer.
+_SCALARS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float"))
+
+
+def _plain_rows(text: str, progress: Progress | None) -> list[Row] | None:
+    """The rows of a plain file (what ``export`` writes), built straight from libyaml's
+    events, with no node tree in between. Anything else — an alias, nesting or a count
+    past the bounds, a tag, a merge key, a key that is not a scalar, more than one
+    document, a syntax error, a file not shaped as sections of lists — gives None and
+    is left to the composer (:func:`_yaml_rows`), which refuses or reads it as before:
+    the bounds and every message keep their one home."""
+    if _Loader is _BoundedLoader:
+        return None
+    loader = _Loader(text)
+    resolve, constructors, node = loader.resolve, loader.yaml_constructors, yaml.ScalarNode
+    stack: list[Any] = []  # open collections, each mapping followed by its pending key
+    lines: dict[int, tuple[list[Any], list[int]]] = {}  # a section's list: its items' lines
+    top: Any = None
+    nodes = documents = 0
+    try:
+        while (event := loader.get_event()) is not None:
+            kind = type(event)
+            if kind is yaml.ScalarEvent or kind in (
+                yaml.MappingStartEvent,
+                yaml.SequenceStartEvent,
+            ):
+                nodes += 1
+                if nodes > MAX_YAML_NODES:
+                    raise _Unusual
+                if progress is not None and nodes % 65536 == 0:
+                    progress(event.start_mark.index, len(text))
+                if len(stack) == 3 and type(stack[2]) is list:  # an item of a section
+                    lines.setdefault(id(stack[2]), (stack[2], []))[1].append(
+                        event.start_mark.line + 1
+                    )
+            if kind is yaml.ScalarEvent:
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = resolve(node, event.value, event.implicit)
+                if tag == _STR:
+                    value: Any = event.value
+                elif tag in _SCALARS:
+                    value = constructors[tag](loader, node(tag, event.value))
+                else:
+                    raise _Unusual
+            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                if event.tag is not None and not event.implicit:
+                    raise _Unusual
+                if kind is yaml.MappingStartEvent:
+                    stack += ({}, _NO_KEY)
+                else:
+                    stack.append([])
+                if len(stack) > 2 * MAX_YAML_DEPTH:
+                    raise _Unusual
+                continue
+            elif kind is yaml.MappingEndEvent:
+                stack.pop()
+                value = stack.pop()
+            elif kind is yaml.SequenceEndEvent:
+                value = stack.pop()
+            elif kind is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    raise _Unusual
+                continue
+            elif kind is yaml.AliasEvent:
+                raise _Unusual
+            else:
+                continue
+            if not stack:
+                top = value
+            elif type(stack[-1]) is list:
+                stack[-1].append(value)
+            elif stack[-1] is _NO_KEY:
+                if isinstance(value, dict | list):
+                    raise _Unusual
+                stack[-1] = (value,)
+            else:
+                stack[-2][stack[-1][0]] = value
+                stack[-1] = _NO_KEY
+    except (yaml.YAMLError, _Unusual, KeyError, TypeError, ValueError):
+        return None
+    finally:
+        loader.dispose()
+    if nodes == 0:
+        return []
+    if type(top) is not dict or any(
+        k not in SECTIONS or type(v) is not list for k, v in top.items()
+    ):
+        return None
+    rows = []
+    for section in SECTIONS:
+        items = top.get(section, [])
+        at = lines.get(id(items), ([], []))[1]
+        if len(at) != len(items):
+            return None
+        for data, line in zip(items, at, strict=True):
+            rows.append(
+                Row(section, line, data if isinstance(data, dict) else {"_not_a_mapping": data})
+            )
+    return rows
+
+
+def _yaml_rows(text: str, progress: Progress | None = None) -> Iterator[Row]:
+    """The rows of a YAML import; ``progress`` hears (characters parsed, of all)."""
+    plain = _plain_rows(text, progress)
+    if plain is not None:
+        yield from plain
+        return
+    loader = _Loader(text)
+    if progress is not None:
+        loader.on_progress = lambda done: progress(done, len(text))
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        if "maximum nesting depth" in str(e.problem):  # libyaml's own bound, met first
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", e.problem_mark
+            ) from None
+        raise
+    finally:
+        loader.dispose()
     if node is None:
         return
     if not isinstance(node, yaml.MappingNode):
@@ -340,17 +514,16 @@ def _all(
 
 
 def export(db: Database, fmt: str) -> str:
-    machines = [
-        schemas.MachineOut.of(m, reveal=True) for m in _all(db, list_machines, schemas.MachineQuery)
-    ]
+    with db.read() as s:  # as rows, not objects: an inventory may hold 100,000 machines
+        machines = [doc for _, _, doc in bulk.machine_docs(s)]
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
         w.writeheader()
         for m in machines:
-            row = m.model_dump(include=set(CSV_FIELDS))
-            row["macs"] = ";".join(n.mac for n in m.nics)
-            row["tags"] = ";".join(m.tags)
+            row = {k: m.get(k) for k in CSV_FIELDS}
+            row["macs"] = ";".join(n["mac"] for n in m["nics"])
+            row["tags"] = ";".join(m["tags"])
             w.writerow(
                 {k: ("" if row.get(k) is None else _defuse(str(row[k]))) for k in CSV_FIELDS}
             )
@@ -375,7 +548,7 @@ def export(db: Database, fmt: str) -> str:
         "rules": [
             schemas.RuleOut.of(r).model_dump(include=keep["rules"]) for r in _all(db, list_rules)
         ],
-        "machines": [_machine_doc(m, keep["machines"]) for m in machines],
+        "machines": [_machine_doc(m) for m in machines],
     }
     groups = _group_docs(db)
     if groups:  # last, so an inventory without groups exports as it did before them
@@ -385,9 +558,10 @@ def export(db: Database, fmt: str) -> str:
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
-class _Dumper(yaml.SafeDumper):
-    """The safe dumper, never writing an alias: the import refuses them, and an export
-    must import (a value that appears twice is written out twice)."""
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """The safe dumper (libyaml's emitter where there is one), never writing an alias:
+    the import refuses them, and an export must import (a value that appears twice is
+    written out twice)."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
@@ -401,9 +575,9 @@ def _group_docs(db: Database) -> list[dict[str, Any]]:
     ]
 
 
-def _machine_doc(m: schemas.MachineOut, keep: set[str]) -> dict[str, Any]:
-    d = m.model_dump(include=keep, exclude_none=True)
-    d["nics"] = [n.model_dump(exclude_none=True) for n in m.nics]
+def _machine_doc(m: dict[str, Any]) -> dict[str, Any]:
+    d = {k: v for k, v in m.items() if v is not None}
+    d["nics"] = [{k: v for k, v in n.items() if v is not None} for n in m["nics"]]
     return d
 
 
