@@ -10,7 +10,7 @@ from sqlalchemy import Engine, text
 def test_0013_adds_an_empty_ignition_config_to_existing_profiles(
     alembic_runner: Any, alembic_engine: Engine
 ) -> None:
-    alembic_runner.migrate_up_to("0010")
+    alembic_runner.migrate_up_before("0013")
     now = datetime.now(UTC)
     row = {"id": 1, "name": "flatcar", "kind": "linux", "initrds": [], "version": 1}
     alembic_runner.insert_into("profile", {**row, "created_at": now, "updated_at": now})
