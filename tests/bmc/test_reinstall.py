@@ -191,6 +191,7 @@ def _timestamp(at: str) -> float:
     return datetime.fromisoformat(at).timestamp()
 
 
+@pytest.mark.timeout(300)  # a hung BMC client must fail the test, not the CI run
 def test_rolling_reinstall_never_more_than_k_in_flight(
     api: Api, ipmi_sims: Any, tmp_path: Path
 ) -> None:
