@@ -73,7 +73,23 @@ class IpmiSim:
         return list(zip(starts, ends, strict=False))  # a refused set has no end
 
 
-def _start_ipmi_sim(d: Path, delay: float = 0.0) -> tuple[subprocess.Popen[bytes], IpmiSim]:
+def _free_udp_port(taken: set[int]) -> int:
+    """A port free for UDP (ipmi_sim's) too, and not one a sim still starting was given."""
+    while True:
+        port = free_port()
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+def _start_ipmi_sim(
+    d: Path, delay: float = 0.0, taken: set[int] | None = None
+) -> tuple[subprocess.Popen[bytes], IpmiSim]:
     """One ipmi_sim in ``d``; its chassis program takes ``delay`` seconds for each set
     (a BMC that is slow to act) and logs each set's start and end time (BMC-side)."""
     (d / "state").mkdir(parents=True)
@@ -88,7 +104,9 @@ def _start_ipmi_sim(d: Path, delay: float = 0.0) -> tuple[subprocess.Popen[bytes
         'echo "end $(date +%s.%N)" >> "$dir/times"\n' if delay else ""
     ))
     prog.chmod(0o755)
-    port = free_port()
+    port = _free_udp_port(taken or set())
+    if taken is not None:
+        taken.add(port)
     (d / "lan.conf").write_text(
         f"""name "bootbrain-test"
 set_working_mc 0x20
@@ -136,11 +154,12 @@ def ipmi_sims(tmp_path: Path) -> Iterator[Callable[[int, float], list[IpmiSim]]]
     if not shutil.which("ipmi_sim"):
         pytest.skip("ipmi_sim (Debian openipmi) is not installed")
     procs: list[subprocess.Popen[bytes]] = []
+    ports: set[int] = set()
 
     def make(n: int, delay: float) -> list[IpmiSim]:
         sims = []
         for i in range(n):
-            proc, sim = _start_ipmi_sim(tmp_path / f"ipmi-{len(procs)}-{i}", delay)
+            proc, sim = _start_ipmi_sim(tmp_path / f"ipmi-{len(procs)}-{i}", delay, ports)
             procs.append(proc)
             sims.append(sim)
         return sims
