@@ -11,6 +11,7 @@ it (logging one out by hand breaks the next command that reuses it).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,6 +26,11 @@ from .driver import BmcTarget, BootOnce, PowerState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: pyghmi's session bookkeeping (``Session.initting_sessions``, shared sessions per BMC
+#: and credentials, the logon fallback worked around below) is process-wide; the
+#: rolling reinstall runs several drivers in threads, so their calls take turns.
+_PYGHMI = threading.Lock()
 
 _AUTH_WORDS = ("password", "unauthorized", "user", "privilege", "rakp")
 _TIMEOUT_WORDS = ("timeout", "no longer connected", "unreachable", "not connected")
@@ -53,12 +59,13 @@ class IpmiDriver:
         last: BmcError | None = None
         for attempt in range(t.retries + 1):
             try:
-                if self._conn is None:
-                    self._conn = command.Command(
-                        bmc=t.address, userid=t.username, password=t.password, port=t.port
-                    )
-                    _forget_finished_logon(t)
-                return fn(self._conn)
+                with _PYGHMI:
+                    if self._conn is None:
+                        self._conn = command.Command(
+                            bmc=t.address, userid=t.username, password=t.password, port=t.port
+                        )
+                        _forget_finished_logon(t)
+                    return fn(self._conn)
             except (IpmiException, OSError) as e:
                 self._conn = None
                 last = self._classify(e)

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,17 +64,54 @@ class IpmiSim:
         f = self.dir / "boot"
         return f.read_text().strip() if f.exists() else "default"
 
+    def busy(self) -> list[tuple[float, float]]:
+        """When the chassis was busy with each set (BMC-side clock)."""
+        f = self.dir / "times"
+        words = f.read_text().split() if f.exists() else []
+        starts = [float(t) for w, t in zip(words[::2], words[1::2], strict=True) if w == "start"]
+        ends = [float(t) for w, t in zip(words[::2], words[1::2], strict=True) if w == "end"]
+        return list(zip(starts, ends, strict=False))  # a refused set has no end
 
-@pytest.fixture
-def ipmi_sim(tmp_path: Path) -> Iterator[IpmiSim]:
-    if not shutil.which("ipmi_sim"):
-        pytest.skip("ipmi_sim (Debian openipmi) is not installed")
-    d = tmp_path / "ipmi"
+
+#: Every port a sim was given in this process: pyghmi keeps sessions per address, port
+#: and credentials process-wide, and a new sim on an old sim's port can leave a logon
+#: waiting on the old session for ever.
+_GIVEN: set[int] = set()
+
+
+def _free_udp_port(taken: set[int]) -> int:
+    """A port free for UDP (ipmi_sim's) too, and never given to a sim before."""
+    while True:
+        port = free_port()
+        if port in taken or port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+def _start_ipmi_sim(
+    d: Path, delay: float = 0.0, taken: set[int] | None = None
+) -> tuple[subprocess.Popen[bytes], IpmiSim]:
+    """One ipmi_sim in ``d``; its chassis program takes ``delay`` seconds for each set
+    (a BMC that is slow to act) and logs each set's start and end time (BMC-side)."""
     (d / "state").mkdir(parents=True)
     prog = d / "chassis.sh"
-    prog.write_text(CHASSIS)
+    timed = (
+        f'[ "$2" = set ] && echo "start $(date +%s.%N)" >> "$(dirname "$0")/times"\n'
+        f'[ "$2" = set ] && sleep {delay}\n'
+        if delay
+        else ""
+    )
+    prog.write_text(CHASSIS.replace("#!/bin/sh\n", "#!/bin/sh\n" + timed, 1) + (
+        'echo "end $(date +%s.%N)" >> "$dir/times"\n' if delay else ""
+    ))
     prog.chmod(0o755)
-    port = free_port()
+    port = _free_udp_port(taken or set())
+    _GIVEN.add(port)
     (d / "lan.conf").write_text(
         f"""name "bootbrain-test"
 set_working_mc 0x20
@@ -103,9 +140,40 @@ set_working_mc 0x20
         stderr=subprocess.DEVNULL,
     )
     time.sleep(0.3)
-    yield IpmiSim(port, d)
+    return proc, IpmiSim(port, d)
+
+
+@pytest.fixture
+def ipmi_sim(tmp_path: Path) -> Iterator[IpmiSim]:
+    if not shutil.which("ipmi_sim"):
+        pytest.skip("ipmi_sim (Debian openipmi) is not installed")
+    proc, sim = _start_ipmi_sim(tmp_path / "ipmi")
+    yield sim
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+def ipmi_sims(tmp_path: Path) -> Iterator[Callable[[int, float], list[IpmiSim]]]:
+    """``make(n, delay)``: n ipmi_sim BMCs, each its own process and port."""
+    if not shutil.which("ipmi_sim"):
+        pytest.skip("ipmi_sim (Debian openipmi) is not installed")
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: set[int] = set()
+
+    def make(n: int, delay: float) -> list[IpmiSim]:
+        sims = []
+        for i in range(n):
+            proc, sim = _start_ipmi_sim(tmp_path / f"ipmi-{len(procs)}-{i}", delay, ports)
+            procs.append(proc)
+            sims.append(sim)
+        return sims
+
+    yield make
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(10)
 
 
 @dataclass

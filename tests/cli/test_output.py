@@ -74,7 +74,10 @@ def test_a_list_piped_to_grep_has_every_value_in_full(site: Cli) -> None:
     assert "52:54:00:aa:cc:02, 52:54:00:aa:cc:03" in line
     assert "…" not in out
     header = out.splitlines()[0].split()
-    assert header == ["id", "hostname", "state", "profile", "nics", "address", "tags", "next_boot"]
+    assert header == [
+        "id", "hostname", "state", "profile", "nics", "address", "tags", "next_boot",
+        "power", "bmc_error",
+    ]  # fmt: skip
     # One line a row, so grep finds each machine on one line.
     assert len(out.splitlines()) == 3
     shown = site.run("machine", "show", LONG, "--output", "table").stdout
