@@ -38,7 +38,7 @@ from bootbrain.integrations import commands as integration_commands
 from bootbrain.integrations import reconcile as reconciler
 from bootbrain.integrations.sync import replay_spools
 from bootbrain.inventory import bmc as bmc_records
-from bootbrain.inventory import funnel, transfer
+from bootbrain.inventory import funnel, reinstalls, transfer
 from bootbrain.machine import documents, flow
 from bootbrain.models import utcnow
 from bootbrain.security import private_dir
@@ -614,7 +614,8 @@ def machine_list(ctx: Ctx, /, output: str, as_json: bool, **filters: Any) -> Non
         )
     )
     rows, _ = inventory.list_machines(ctx.db, q)
-    _emit([schemas.MachineOut.of(m) for m in rows], output, as_json, MACHINE_COLUMNS)
+    columns = [*MACHINE_COLUMNS, "power", "bmc_error"]
+    _emit([schemas.MachineOut.of(m) for m in rows], output, as_json, columns)
 
 
 @machine.command("show")
@@ -816,6 +817,73 @@ def machine_power(ctx: Ctx, /, host: str, action: str) -> None:
         out = _run(lambda: power.act(ctx.db, ctx.secret(), mid, action, ACTOR))
     extra = f", next boot {out.boot_device}" if out.boot_device else ""
     click.echo(f"{host} ({out.bmc}): power {out.power}{extra}")
+
+
+REINSTALL_COLUMNS = ["machine_id", "hostname", "status", "bmc", "power", "detail"]
+
+
+@machine.command("reinstall")
+@click.argument("hosts", nargs=-1)
+@click.option("--tag", help="every machine with this tag")
+@click.option("--rule", help="every machine this rule's manufacturer, product and tags match")
+@click.option("--profile", required=True, help="profile to boot once")
+@click.option("--expires-in", "--expires", "expires_in", type=int, help="seconds until it lapses")
+@click.option("--then-state", help="state once the booted OS reports completion")
+@click.option("--power-on/--no-power-on", default=True, help="power on machines that are off")
+@click.option("--concurrency", "-k", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="BMC sequences in flight at most")
+@click.option("--max-failures", "-n", type=click.IntRange(1), default=1, show_default=True,
+              help="start no more machines after this many failures")
+@output_option("table")
+@pass_ctx
+def machine_reinstall(
+    ctx: Ctx, /, hosts: tuple[str, ...], tag: str | None, rule: str | None, profile: str,
+    expires_in: int | None, then_state: str | None, power_on: bool, concurrency: int,
+    max_failures: int, output: str, as_json: bool,
+) -> None:  # fmt: skip
+    """Reinstall now: set each machine's one-shot next boot, make its next boot a network
+    boot on its BMC and power-cycle it (HOST: an id, MAC, UUID or hostname; or --tag,
+    or --rule). Exits 1 if any machine failed or was skipped."""
+    from bootbrain.bmc import reinstall as engine
+
+    if sum(map(bool, (hosts, tag, rule))) != 1:
+        fail("name the machines one way: HOST…, --tag or --rule", 2)
+    req = _run(
+        lambda: schemas.ReinstallIn(
+            profile=profile, expires_in=expires_in, complete_state=then_state, power_on=power_on
+        )
+    )
+    if hosts:
+        chosen = [(mid, h) for h in hosts for mid in [_machine_id(ctx, h)]]
+    else:
+        chosen = _run(lambda: reinstalls.select_machines(ctx.db, None, tag, rule))
+    if not chosen:
+        fail("no machine matches", 2)
+    with _reinstall_bar(len(chosen)) as done:
+        out = _run(
+            lambda: engine.reinstall_many(
+                ctx.db, ctx.secret(), chosen, req, ctx.settings.next_boot_default_ttl, ACTOR,
+                concurrency, max_failures, on_done=done,
+            )
+        )
+    _emit(out.items, output, as_json, REINSTALL_COLUMNS)
+    summary = ", ".join(f"{n} {k}" for k, n in out.counts.items() if n)
+    click.echo(summary + (f"; {out.stopped}" if out.stopped else ""), err=True)
+    if out.counts["failed"] or out.counts["skipped"]:
+        sys.exit(1)
+
+
+@contextmanager
+def _reinstall_bar(total: int) -> Iterator[Callable[[schemas.ReinstallOut], None]]:
+    """A bar advanced as each machine finishes (on a terminal; else one line each)."""
+    if not sys.stderr.isatty():
+        yield lambda r: click.echo(f"{r.hostname or r.machine_id}: {r.status}", err=True)
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("reinstalling", total=total)
+        yield lambda r: bar.advance(task)
 
 
 @machine.command("config")

@@ -233,6 +233,20 @@ class BmcTlsError(BmcUnreachableError):
     """The BMC's TLS certificate did not verify."""
 
 
+class ReinstallFailedError(BmcError):
+    """A reinstall stopped at a BMC step. ``timed_out``: the BMC did not answer (the API
+    tells a timeout from a refusal); the message also says what became of the one-shot
+    next boot."""
+
+    def __init__(self, cause: BmcError, step: str, after: str) -> None:
+        message = f"{cause.message}; reinstall stopped at {step}, {after}"
+        super().__init__(cause.machine, cause.bmc, message)
+        self.step = step
+        self.timed_out = isinstance(cause, BmcUnreachableError) and not isinstance(
+            cause, BmcTlsError
+        )
+
+
 class NoBmcError(NotFoundError):
     """The machine has no BMC record."""
 

@@ -201,6 +201,9 @@ class Machine(Base):
     next_boot: Mapped[NextBoot | None] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, lazy="joined"
     )
+    #: Read-only here (the BMC record is written by inventory/bmc.py): for the power
+    #: state and last BMC error a machine's answer shows.
+    bmc: Mapped[Bmc | None] = relationship(viewonly=True, lazy="joined")
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -465,3 +468,9 @@ class Bmc(Base):
     system_id: Mapped[str | None] = mapped_column(String(128))
     verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    #: What the BMC last said, kept by :mod:`bootbrain.inventory.reinstalls` (not part
+    #: of the record an operator sets: writing them leaves ``updated_at`` alone).
+    power_state: Mapped[str | None] = mapped_column(String(8))
+    power_seen_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column()

@@ -325,6 +325,12 @@ class MachineOut(BaseModel):
     last_seen_at: datetime | None
     last_seen_ip: str | None
     version: int
+    power: Literal["on", "off"] | None = Field(
+        default=None, description="the power state its BMC last reported (none: not asked yet)"
+    )
+    power_seen_at: datetime | None = None
+    bmc_error: str | None = Field(default=None, description="the BMC's last error, if any")
+    bmc_error_at: datetime | None = None
 
     @classmethod
     def of(cls, m: models.Machine, reveal: bool = False) -> MachineOut:
@@ -362,7 +368,19 @@ class MachineOut(BaseModel):
             last_seen_at=m.last_seen_at,
             last_seen_ip=m.last_seen_ip,
             version=m.version,
+            **_bmc_observed(m.bmc),
         )
+
+
+def _bmc_observed(b: models.Bmc | None) -> dict[str, Any]:
+    if b is None:
+        return {}
+    return {
+        "power": b.power_state if b.power_state in ("on", "off") else None,
+        "power_seen_at": b.power_seen_at,
+        "bmc_error": b.last_error,
+        "bmc_error_at": b.last_error_at,
+    }
 
 
 #: Fields that can hold secrets (passwords, tokens): never in listings or logs.
@@ -933,3 +951,66 @@ class PowerOut(BaseModel):
     action: str | None = None
     boot_device: str | None = None
     boot_confirmed: bool | None = None
+
+
+class ReinstallIn(BaseModel):
+    """Reinstall now: the one-shot next boot (as ``PUT …/next-boot``), then the BMC."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Name
+    expires_in: int | None = Field(
+        default=None, ge=60, le=366 * 86400, description="seconds until the action lapses"
+    )
+    complete_state: State | None = Field(
+        default=None, description="state after the booted OS reports completion"
+    )
+    power_on: bool = Field(default=True, description="power on a machine that is off")
+
+    def next_boot(self) -> NextBootIn:
+        return NextBootIn(
+            profile=self.profile, expires_in=self.expires_in, complete_state=self.complete_state
+        )
+
+
+class ReinstallStepOut(BaseModel):
+    step: str
+    at: datetime
+    detail: str
+
+
+class ReinstallOut(BaseModel):
+    machine_id: int
+    hostname: str | None
+    status: Literal["done", "left-off", "failed", "skipped"]
+    bmc: str | None = None
+    power: Literal["on", "off"] | None = None
+    boot_confirmed: bool | None = None
+    detail: str = ""
+    steps: list[ReinstallStepOut] = []
+
+
+class ReinstallsIn(ReinstallIn):
+    """Many machines: exactly one selector, at most ``concurrency`` BMC sequences at a
+    time, none started after ``max_failures`` failures."""
+
+    hostnames: Annotated[list[str], Field(max_length=1000)] | None = None
+    tag: Tag | None = None
+    rule: Name | None = None
+    concurrency: int = Field(default=4, ge=1, le=32)
+    max_failures: int = Field(default=1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ReinstallsIn:
+        given = [k for k in ("hostnames", "tag", "rule") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("selector: give exactly one of hostnames, tag, rule")
+        return self
+
+
+class ReinstallsOut(BaseModel):
+    counts: dict[str, int]
+    stopped: str | None = Field(
+        default=None, description="why machines were skipped (failures, time budget)"
+    )
+    items: list[ReinstallOut]

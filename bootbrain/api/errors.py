@@ -172,6 +172,12 @@ def init_app(app: Flask, script_fallback: Callable[[], Response | None]) -> None
     def _bmc(e: errors.BmcError) -> Response:
         return problem(502, "BMC error", str(e))
 
+    @app.errorhandler(errors.ReinstallFailedError)
+    def _reinstall(e: errors.ReinstallFailedError) -> Response:
+        if e.timed_out:
+            return problem(504, "BMC timeout", str(e))
+        return problem(502, "BMC error", str(e))
+
     @app.errorhandler(errors.DocumentRenderError)
     def _document(e: errors.DocumentRenderError) -> Response:
         return problem(500, "Internal server error", f"{e} on the server")

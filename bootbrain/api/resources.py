@@ -16,17 +16,21 @@ from pydantic import BaseModel
 from spectree import Response as Resp
 
 from bootbrain import inventory, schemas
-from bootbrain.bmc import power
+from bootbrain.bmc import power, reinstall
 from bootbrain.db import Database
 from bootbrain.errors import FieldError
 from bootbrain.inventory import apply as inventory_apply
 from bootbrain.inventory import bmc as bmc_records
-from bootbrain.inventory import funnel, leases
+from bootbrain.inventory import funnel, leases, reinstalls
 from bootbrain.machine import documents, flow
 from bootbrain.models import utcnow
 from bootbrain.schemas import Problem
 
 from .common import actor, etag, if_match, may_reveal, services, spec
+
+#: POST /reinstalls starts no sequence after this many seconds: with one sequence
+#: bounded by the BMC timeouts, the answer comes well inside gunicorn's 60 s.
+REINSTALLS_BUDGET_S = 25.0
 
 
 def _db() -> Database:
@@ -389,6 +393,42 @@ def _routes() -> Routes:
         body: schemas.PowerIn = _body_json()
         return _json(
             power.act(_db(), services().settings.secret(), item_id, body.action, actor())
+        )
+
+    @bp.post("/machines/<int:item_id>/reinstall")
+    @spec.validate(
+        json=schemas.ReinstallIn,
+        resp=Resp(HTTP_200=schemas.ReinstallOut, **_body_errors(404, 409, 502, 504)),
+        tags=["machines"],
+    )
+    def post_reinstall(item_id: int) -> Response:
+        """Reinstall now: one-shot next boot, network boot once on the BMC, power-cycle"""
+        settings = services().settings
+        return _json(
+            reinstall.reinstall(
+                _db(), settings.secret(), item_id, _body_json(),
+                settings.next_boot_default_ttl, actor(),
+            )
+        )
+
+    @bp.post("/reinstalls")
+    @spec.validate(
+        json=schemas.ReinstallsIn,
+        resp=Resp(HTTP_200=schemas.ReinstallsOut, **_body_errors()),
+        tags=["machines"],
+    )
+    def post_reinstalls() -> Response:
+        """Reinstall many machines (hostnames, tag or rule), at most `concurrency` at a
+        time, none started after `max_failures` failures or after the request's time
+        budget (those are `skipped`: send them again); each step is an event"""
+        body: schemas.ReinstallsIn = _body_json()
+        settings = services().settings
+        chosen = reinstalls.select_machines(_db(), body.hostnames, body.tag, body.rule)
+        return _json(
+            reinstall.reinstall_many(
+                _db(), settings.secret(), chosen, body, settings.next_boot_default_ttl,
+                actor(), body.concurrency, body.max_failures, budget_s=REINSTALLS_BUDGET_S,
+            )
         )
 
     @bp.post("/tokens")

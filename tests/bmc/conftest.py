@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +64,29 @@ class IpmiSim:
         f = self.dir / "boot"
         return f.read_text().strip() if f.exists() else "default"
 
+    def busy(self) -> list[tuple[float, float]]:
+        """When the chassis was busy with each set (BMC-side clock)."""
+        f = self.dir / "times"
+        words = f.read_text().split() if f.exists() else []
+        starts = [float(t) for w, t in zip(words[::2], words[1::2], strict=True) if w == "start"]
+        ends = [float(t) for w, t in zip(words[::2], words[1::2], strict=True) if w == "end"]
+        return list(zip(starts, ends, strict=False))  # a refused set has no end
 
-@pytest.fixture
-def ipmi_sim(tmp_path: Path) -> Iterator[IpmiSim]:
-    if not shutil.which("ipmi_sim"):
-        pytest.skip("ipmi_sim (Debian openipmi) is not installed")
-    d = tmp_path / "ipmi"
+
+def _start_ipmi_sim(d: Path, delay: float = 0.0) -> tuple[subprocess.Popen[bytes], IpmiSim]:
+    """One ipmi_sim in ``d``; its chassis program takes ``delay`` seconds for each set
+    (a BMC that is slow to act) and logs each set's start and end time (BMC-side)."""
     (d / "state").mkdir(parents=True)
     prog = d / "chassis.sh"
-    prog.write_text(CHASSIS)
+    timed = (
+        f'[ "$2" = set ] && echo "start $(date +%s.%N)" >> "$(dirname "$0")/times"\n'
+        f'[ "$2" = set ] && sleep {delay}\n'
+        if delay
+        else ""
+    )
+    prog.write_text(CHASSIS.replace("#!/bin/sh\n", "#!/bin/sh\n" + timed, 1) + (
+        'echo "end $(date +%s.%N)" >> "$dir/times"\n' if delay else ""
+    ))
     prog.chmod(0o755)
     port = free_port()
     (d / "lan.conf").write_text(
@@ -103,9 +117,39 @@ set_working_mc 0x20
         stderr=subprocess.DEVNULL,
     )
     time.sleep(0.3)
-    yield IpmiSim(port, d)
+    return proc, IpmiSim(port, d)
+
+
+@pytest.fixture
+def ipmi_sim(tmp_path: Path) -> Iterator[IpmiSim]:
+    if not shutil.which("ipmi_sim"):
+        pytest.skip("ipmi_sim (Debian openipmi) is not installed")
+    proc, sim = _start_ipmi_sim(tmp_path / "ipmi")
+    yield sim
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+def ipmi_sims(tmp_path: Path) -> Iterator[Callable[[int, float], list[IpmiSim]]]:
+    """``make(n, delay)``: n ipmi_sim BMCs, each its own process and port."""
+    if not shutil.which("ipmi_sim"):
+        pytest.skip("ipmi_sim (Debian openipmi) is not installed")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def make(n: int, delay: float) -> list[IpmiSim]:
+        sims = []
+        for i in range(n):
+            proc, sim = _start_ipmi_sim(tmp_path / f"ipmi-{len(procs)}-{i}", delay)
+            procs.append(proc)
+            sims.append(sim)
+        return sims
+
+    yield make
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(10)
 
 
 @dataclass

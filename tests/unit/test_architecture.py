@@ -28,6 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "integrations",
         "bmc",
         "bmc.power",
+        "bmc.reinstall",
         "machine",
         "machine.flow",
         "machine.documents",
@@ -57,6 +58,8 @@ SIDEWAYS: dict[str, tuple[str, ...]] = {
     "integrations": ("inventory",),
     # bmc.power reads a machine's BMC record; the drivers know nothing of the inventory
     "bmc.power": ("inventory",),
+    # reinstall-now: the next boot and the BMC record, then the drivers through bmc.power
+    "bmc.reinstall": ("inventory",),
     "machine.flow": ("inventory", "machine.events"),
     "machine.documents": ("inventory", "machine.flow", "machine.events"),
     "machine.events": ("inventory",),
