@@ -6,11 +6,11 @@ chassis-control program, and sushy-tools' Redfish emulator with a systems driver
 bootbrain reaches them only through its BMC records, with pyghmi and sushy.
 
 The story, per protocol: an installed machine (assigned profile: local boot) is powered
-on through bootbrain and gets the local-boot answer; the operator reinstalls it through
-bootbrain; the BMC stores network-boot-once and power-cycles the guest, which
-network-boots the install profile and phones home from its initrd; bootbrain records the
-completion, which consumes the one-shot; the next power-on, again through bootbrain,
-gets the local-boot answer. The time from the reinstall command to the completion
+on through bootbrain and gets the local-boot answer; the operator reinstalls it
+(``POST /machines/{id}/reinstall``); the BMC stores network-boot-once and power-cycles
+the guest, which network-boots the install profile and phones home from its initrd;
+bootbrain records the completion, which consumes the one-shot; the next power-on, again
+through bootbrain, gets the local-boot answer. The time from the reinstall command to the completion
 recorded is printed (``pytest -s``).
 """
 
@@ -76,11 +76,13 @@ def power(site: DnsmasqSite, mid: int, action: str | None = None) -> dict[str, A
     return out
 
 
-def reinstall(site: DnsmasqSite, mid: int) -> None:
-    """The one-shot install profile, network-boot-once on the BMC, a power cycle."""
-    site.api("PUT", f"/machines/{mid}/next-boot", {"profile": LINUX_PROFILE})
-    assert power(site, mid, "network-boot-once")["action"] == "network-boot-once"
-    assert power(site, mid, "cycle")["power"] == "on"
+def reinstall(site: DnsmasqSite, mid: int) -> dict[str, Any]:
+    """``POST /machines/{mid}/reinstall``: the one-shot install profile, network-boot-once
+    on the BMC, a power cycle; answered once the BMC has done both."""
+    out: dict[str, Any] = site.api(
+        "POST", f"/machines/{mid}/reinstall", {"profile": LINUX_PROFILE, "power_on": True}
+    )
+    return out
 
 
 def local_boot_decision(site: DnsmasqSite, mid: int, hw: VmHardware, before: int) -> None:
@@ -130,7 +132,10 @@ def test_reinstall_through_the_bmc(site: DnsmasqSite, kind: str) -> None:
         # Reinstall, through bootbrain, until bootbrain records the completion.
         boots_before = len(site.events(kind="boot", machine_id=mid))
         started = time.monotonic()
-        reinstall(site, mid)
+        answer = reinstall(site, mid)
+        assert (answer["status"], answer["power"]) == ("done", "on"), answer
+        steps = [step["step"] for step in answer["steps"]]
+        assert steps == ["next-boot", "power-state", "boot-once", "power-cycle", "done"], answer
         boots = site.wait_events(
             "the install boot", count=boots_before + 1, timeout=REINSTALL_TIMEOUT,
             kind="boot", machine_id=mid,
@@ -152,8 +157,8 @@ def test_reinstall_through_the_bmc(site: DnsmasqSite, kind: str) -> None:
         launches = hw.launches()
         assert [launch["boot"] for launch in launches] == ["order=cn", "order=cn,once=n"]
         assert hw.boot_device() == "default", "the BMC kept the network boot after using it"
-        actions = [e["data"]["action"] for e in site.events(kind="bmc.power", machine_id=mid)]
-        assert actions[-2:] == ["network-boot-once", "cycle"], actions
+        recorded = [e["data"]["step"] for e in site.events(kind="reinstall", machine_id=mid)]
+        assert sorted(recorded) == sorted(steps), recorded
         # bootbrain answered the install profile, and its completion consumed it.
         for event in boots[boots_before:]:
             assert (event["data"]["step"], event["data"]["profile"]) == ("action", LINUX_PROFILE)
@@ -162,9 +167,14 @@ def test_reinstall_through_the_bmc(site: DnsmasqSite, kind: str) -> None:
         assert completion["ip"] == address, completion
         after = site.machine(mid)
         assert after["next_boot"] is None, after
-        console = lab.strip_ansi(hw.console())
-        assert ip_config(address, hostname) in console, console[-3000:]
-        assert f"BOOTBRAIN-LAB-DONE status=ok ip={address}/24" in console, console[-3000:]
+        # The guest saw bootbrain's answer to its phone-home (it prints it after the POST).
+        done = f"BOOTBRAIN-LAB-DONE status=ok ip={address}/24"
+        console = wait_until(
+            "the guest's DONE line",
+            lambda: text if done in (text := lab.strip_ansi(hw.console())) else None,
+            timeout=30,
+        )
+        assert done in console and ip_config(address, hostname) in console, console[-3000:]
 
         # The initrd powered the guest off: the BMC says so (QEMU gone or a zombie).
         wait_until("the BMC to report power off", lambda: power(site, mid)["power"] == "off",

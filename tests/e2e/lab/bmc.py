@@ -1,7 +1,7 @@
 """Emulated BMCs whose "hardware" is a lab QEMU guest: OpenIPMI's ``ipmi_sim`` and
 sushy-tools' Redfish emulator, each inside the lab namespace, driving one guest.
 
-:class:`VmHardware` is the machine both BMCs control. It lives in a directory (so the
+:class:`~bmc_hardware.VmHardware` is the machine both BMCs control. It lives in a directory (so the
 short-lived chassis-control program ``ipmi_sim`` runs and the long-running Redfish
 emulator share it): the guest's QEMU command line (built by :class:`lab.Guest`, so the
 tap, firmware and SMBIOS are the lab's), the stored next-boot device, QEMU's pidfile,
@@ -12,7 +12,7 @@ what a test reads to see what the BMC did.
   held up and ``ipmi_sim`` does not wait for QEMU's stdout to close). When the stored
   next-boot device is ``pxe`` that start gets ``-boot once=n`` and the device is
   forgotten -- a one-shot, as on a real BMC.
-* Power off stops QEMU (SIGTERM, then SIGKILL).
+* Power off kills QEMU: a hard power-off, and instant (see ``bmc_hardware.py``).
 * Reset is off + on, not QMP ``system_reset``: under ``-no-reboot`` a reset is an exit,
   and ``once=n`` only exists on QEMU's command line.
 * "On" means the pidfile's process exists and is not a zombie: a QEMU whose guest
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .bmc_hardware import VmHardware
 from .errors import LabError
 from .net import LabNetwork, stop_process
 
@@ -44,7 +44,6 @@ REDFISH_EMULATOR = HERE / "bmc_redfish.py"
 #: The environment variable naming the :class:`VmHardware` directory of the Redfish
 #: emulator's systems driver.
 VM_DIR_ENV = "BOOTBRAIN_LAB_VM"
-DEFAULT_ORDER = "order=cn"
 IPMI_PORT = 623
 REDFISH_PORT = 8000
 REDFISH_SYSTEM = "27946b59-9e44-4fa7-8e91-f3527a1ef094"
@@ -59,125 +58,6 @@ def missing_bmc() -> list[str]:
     except ImportError:
         reasons.append("Python package sushy-tools not installed")
     return reasons
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (nor a reused pid of something else)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    state = stat.rpartition(")")[2].split()[0]
-    return state not in ("Z", "X") and b"qemu" in cmdline
-
-
-class VmHardware:
-    """One QEMU guest as a BMC sees it (see the module docstring)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.spec_path = directory / "qemu.json"
-        self.boot_path = directory / "boot"
-        self.pid_path = directory / "qemu.pid"
-        self.launches_path = directory / "launches.jsonl"
-
-    @classmethod
-    def create(cls, directory: Path, argv: list[str]) -> VmHardware:
-        """A powered-off machine that runs ``argv`` (a :meth:`lab.Guest.command`)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        hw = cls(directory)
-        hw.spec_path.write_text(json.dumps({"argv": argv}))
-        return hw
-
-    # -- state -------------------------------------------------------------------------
-
-    def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _alive(pid) else None
-
-    def powered(self) -> bool:
-        return self.pid() is not None
-
-    def boot_device(self) -> str:
-        """The stored next-boot device: ``pxe`` or ``default``."""
-        try:
-            return self.boot_path.read_text().strip() or "default"
-        except FileNotFoundError:
-            return "default"
-
-    def set_boot_device(self, device: str) -> None:
-        self.boot_path.write_text(device + "\n")
-
-    def launches(self) -> list[dict[str, Any]]:
-        """Every QEMU start so far: ``boot`` (the ``-boot`` value), ``console``, ``time``."""
-        try:
-            lines = self.launches_path.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in lines if line]
-
-    # -- power -------------------------------------------------------------------------
-
-    def power_on(self) -> None:
-        if self.powered():
-            return
-        argv: list[str] = json.loads(self.spec_path.read_text())["argv"]
-        boot = DEFAULT_ORDER
-        if self.boot_device() == "pxe":
-            boot += ",once=n"
-            self.set_boot_device("default")  # one shot
-        n = len(self.launches()) + 1
-        console = self.dir / f"console-{n}.log"
-        argv = list(argv)
-        argv[argv.index("-boot") + 1] = boot
-        serial = argv.index("-serial") + 1
-        argv[serial] = f"file:{console}"
-        self.pid_path.unlink(missing_ok=True)
-        argv += ["-pidfile", str(self.pid_path)]
-        with open(self.dir / f"qemu-{n}.log", "wb") as log:
-            # setsid -f: QEMU is nobody's child here, and holds none of our pipes.
-            subprocess.run(
-                ["setsid", "-f", *argv],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                check=True, timeout=10,
-            )  # fmt: skip
-        with open(self.launches_path, "a") as f:
-            f.write(json.dumps({"boot": boot, "console": str(console), "time": time.time()}))
-            f.write("\n")
-        deadline = time.monotonic() + 10
-        while not self.powered():
-            if time.monotonic() > deadline:
-                raise LabError(f"QEMU did not start: {(self.dir / f'qemu-{n}.log').read_text()}")
-            time.sleep(0.05)
-
-    def power_off(self) -> None:
-        pid = self.pid()
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
-                time.sleep(0.05)
-        self.pid_path.unlink(missing_ok=True)
-
-    def reset(self) -> None:
-        self.power_off()
-        self.power_on()
-
-    def console(self, launch: int = -1) -> str:
-        """The serial console of one QEMU start (default: the last)."""
-        launches = self.launches()
-        if not launches:
-            return ""
-        return Path(launches[launch]["console"]).read_text(errors="replace")
 
 
 # --------------------------------------------------------------------------- the BMCs
@@ -221,7 +101,7 @@ def start_ipmi_sim(net: LabNetwork, hardware: VmHardware, port: int = IPMI_PORT)
     """``ipmi_sim`` on ``net.address:port`` (UDP), its chassis control ``hardware``."""
     d = hardware.dir / "ipmi"
     (d / "state").mkdir(parents=True, exist_ok=True)
-    program = f"{sys.executable} {CHASSIS_PROGRAM} {hardware.dir}"
+    program = f"{sys.executable} -S {CHASSIS_PROGRAM} {hardware.dir}"
     (d / "lan.conf").write_text(
         f"""name "bootbrain-lab"
 set_working_mc 0x20

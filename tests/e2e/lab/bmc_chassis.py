@@ -12,9 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab.bmc import VmHardware
+from bmc_hardware import VmHardware
 
 
 def main(argv: list[str]) -> int:

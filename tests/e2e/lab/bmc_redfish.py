@@ -16,15 +16,14 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bmc_hardware import VmHardware
 from sushy_tools import error
 from sushy_tools.emulator import main
 from sushy_tools.emulator.resources.systems import fakedriver
 
-from lab.bmc import VM_DIR_ENV, VmHardware
-
-HARDWARE = VmHardware(Path(os.environ[VM_DIR_ENV]))
+HARDWARE = VmHardware(Path(os.environ["BOOTBRAIN_LAB_VM"]))
 
 
 class VmDriver(fakedriver.FakeDriver):
