@@ -1,8 +1,9 @@
 """Reinstall through a real BMC protocol driving a real VM (issue 17, the proof).
 
 Two emulated BMCs sit in the lab namespace beside bootbrain and its dnsmasq, each
-controlling one BIOS QEMU guest (``lab/bmc.py``): OpenIPMI's ``ipmi_sim`` with a
-chassis-control program, and sushy-tools' Redfish emulator with a systems driver.
+controlling one QEMU guest (``lab/bmc.py``; BIOS over both, UEFI over Redfish):
+OpenIPMI's ``ipmi_sim`` with a chassis-control program, and sushy-tools' Redfish
+emulator with a systems driver.
 bootbrain reaches them only through its BMC records, with pyghmi and sushy.
 
 The story, per protocol: an installed machine (assigned profile: local boot) is powered
@@ -46,9 +47,18 @@ START: dict[str, Callable[[lab.LabNetwork, VmHardware], EmulatedBmc]] = {
     "ipmi": start_ipmi_sim,
     "redfish": start_redfish,
 }
-MACHINES = {
-    "ipmi": ("10.213.0.70", "node-ipmi", "4c4c4544-0042-3610-8052-b4c04f4e0170"),
-    "redfish": ("10.213.0.71", "node-redfish", "4c4c4544-0042-3610-8052-b4c04f4e0171"),
+#: Per case: protocol, firmware, address, hostname, SMBIOS UUID.
+UUID = "4c4c4544-0042-3610-8052-b4c04f4e01"
+CASES = {
+    "ipmi-bios": ("ipmi", lab.Mode.BIOS, "10.213.0.70", "node-ipmi", UUID + "70"),
+    "redfish-bios": ("redfish", lab.Mode.BIOS, "10.213.0.71", "node-redfish", UUID + "71"),
+    "redfish-uefi": ("redfish", lab.Mode.UEFI, "10.213.0.72", "node-uefi", UUID + "72"),
+}
+#: What ``VmHardware.launches`` records for a plain start and for a network boot once:
+#: SeaBIOS's ``-boot``; OVMF's order is the NIC's ``bootindex`` (see bmc_hardware.py).
+BOOT_ORDERS = {
+    lab.Mode.BIOS: ("order=cn", "order=cn,once=n"),
+    lab.Mode.UEFI: ("default", "bootindex"),
 }
 
 
@@ -100,11 +110,12 @@ def local_boot_decision(site: DnsmasqSite, mid: int, hw: VmHardware, before: int
     assert "Linux version" not in hw.console(), hw.console()
 
 
-@pytest.mark.parametrize("kind", ["ipmi", "redfish"])
-def test_reinstall_through_the_bmc(site: DnsmasqSite, kind: str) -> None:
-    address, hostname, uuid = MACHINES[kind]
+@pytest.mark.parametrize("case", list(CASES))
+def test_reinstall_through_the_bmc(site: DnsmasqSite, case: str) -> None:
+    kind, mode, address, hostname, uuid = CASES[case]
+    plain, network_once = BOOT_ORDERS[mode]
     mac = lab.random_mac()
-    smbios = smbios_for(kind.upper(), uuid)
+    smbios = smbios_for(case.upper(), uuid)
     machine = site.add_machine(
         hostname=hostname, uuid=uuid, serial=smbios.serial, manufacturer=MANUFACTURER,
         product=PRODUCT, nics=[{"mac": mac, "boot": True}], address=address, state="deployed",
@@ -116,9 +127,9 @@ def test_reinstall_through_the_bmc(site: DnsmasqSite, kind: str) -> None:
         timeout=10,
     )
     guest = lab.Guest(
-        site.net, mode=lab.Mode.BIOS, nics=[lab.Nic(mac=mac)], smbios=smbios, name=f"{kind}-vm"
+        site.net, mode=mode, nics=[lab.Nic(mac=mac)], smbios=smbios, name=f"{case}-vm"
     )
-    hw = VmHardware.create(site.workdir / f"bmc-{kind}", guest.command())
+    hw = VmHardware.create(site.workdir / f"bmc-{case}", guest.command())
     bmc = START[kind](site.net, hw)
     try:
         site.api("PUT", f"/machines/{mid}/bmc", bmc.record())
@@ -127,7 +138,7 @@ def test_reinstall_through_the_bmc(site: DnsmasqSite, kind: str) -> None:
         # Installed: powered on through bootbrain, it is sent to its local disk.
         assert power(site, mid, "on")["power"] == "on"
         local_boot_decision(site, mid, hw, before=0)
-        assert [launch["boot"] for launch in hw.launches()] == ["order=cn"]
+        assert [launch["boot"] for launch in hw.launches()] == [plain]
 
         # Reinstall, through bootbrain, until bootbrain records the completion.
         boots_before = len(site.events(kind="boot", machine_id=mid))
@@ -151,11 +162,11 @@ def test_reinstall_through_the_bmc(site: DnsmasqSite, kind: str) -> None:
             timeout=REINSTALL_TIMEOUT,
         )  # fmt: skip
         elapsed = time.monotonic() - started
-        print(f"\n{kind}: reinstall command -> completion recorded in {elapsed:.1f}s")
+        print(f"\n{case}: reinstall command -> completion recorded in {elapsed:.1f}s")
 
         # The BMC stored network-boot-once, then power-cycled the guest into it (once).
         launches = hw.launches()
-        assert [launch["boot"] for launch in launches] == ["order=cn", "order=cn,once=n"]
+        assert [launch["boot"] for launch in launches] == [plain, network_once]
         assert hw.boot_device() == "default", "the BMC kept the network boot after using it"
         recorded = [e["data"]["step"] for e in site.events(kind="reinstall", machine_id=mid)]
         assert sorted(recorded) == sorted(steps), recorded
@@ -184,7 +195,7 @@ def test_reinstall_through_the_bmc(site: DnsmasqSite, kind: str) -> None:
         before = len(site.events(kind="boot", machine_id=mid))
         assert power(site, mid, "on")["power"] == "on"
         local_boot_decision(site, mid, hw, before=before)
-        assert hw.launches()[-1]["boot"] == "order=cn"
+        assert hw.launches()[-1]["boot"] == plain
         assert power(site, mid, "off")["power"] == "off"
         assert not hw.powered()
     except BaseException:

@@ -10,8 +10,8 @@ what a test reads to see what the BMC did.
 
 * Power on starts QEMU detached (``setsid -f``, output to a file: the BMC is not
   held up and ``ipmi_sim`` does not wait for QEMU's stdout to close). When the stored
-  next-boot device is ``pxe`` that start gets ``-boot once=n`` and the device is
-  forgotten -- a one-shot, as on a real BMC.
+  next-boot device is ``pxe`` that start gets ``-boot once=n`` (UEFI: the NIC keeps its
+  ``bootindex``) and the device is forgotten -- a one-shot, as on a real BMC.
 * Power off kills QEMU: a hard power-off, and instant (see ``bmc_hardware.py``).
 * Reset is off + on, not QMP ``system_reset``: under ``-no-reboot`` a reset is an exit,
   and ``once=n`` only exists on QEMU's command line.

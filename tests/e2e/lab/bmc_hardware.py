@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -30,6 +31,24 @@ def _alive(pid: int) -> bool:
         return False
     state = stat.rpartition(")")[2].split()[0]
     return state not in ("Z", "X") and b"qemu" in cmdline
+
+
+def boot_args(argv: list[str], network_once: bool) -> tuple[list[str], str]:
+    """``argv`` with the boot order of one start, and that order as ``launches`` shows it.
+
+    SeaBIOS (``-boot`` on the command line): ``order=cn``, plus ``once=n``. OVMF ignores
+    ``-boot``; it follows the devices' ``bootindex``, so the NIC keeps its ``bootindex``
+    for a network boot once (``bootindex``) and loses it otherwise (``default``: OVMF's
+    own order, which still ends in the network for a guest without a disk).
+    """
+    argv = list(argv)
+    if "-boot" in argv:
+        boot = DEFAULT_ORDER + (",once=n" if network_once else "")
+        argv[argv.index("-boot") + 1] = boot
+        return argv, boot
+    if network_once:
+        return argv, "bootindex"
+    return [re.sub(r",bootindex=\d+", "", a) for a in argv], "default"
 
 
 class VmHardware:
@@ -86,14 +105,12 @@ class VmHardware:
         if self.powered():
             return
         argv: list[str] = json.loads(self.spec_path.read_text())["argv"]
-        boot = DEFAULT_ORDER
-        if self.boot_device() == "pxe":
-            boot += ",once=n"
+        once = self.boot_device() == "pxe"
+        if once:
             self.set_boot_device("default")  # one shot
+        argv, boot = boot_args(argv, once)
         n = len(self.launches()) + 1
         console = self.dir / f"console-{n}.log"
-        argv = list(argv)
-        argv[argv.index("-boot") + 1] = boot
         serial = argv.index("-serial") + 1
         argv[serial] = f"file:{console}"
         self.pid_path.unlink(missing_ok=True)
