@@ -54,18 +54,59 @@ class IpmiDriver:
             return BmcAuthError(t.machine, t.label, f"the BMC refused the credentials ({text})")
         return BmcRejectedError(t.machine, t.label, f"the BMC refused the command ({text})")
 
+    def _once(self, fn: Callable[[command.Command], T]) -> T:
+        t = self.target
+        if self._conn is None:
+            self._conn = command.Command(
+                bmc=t.address, userid=t.username, password=t.password, port=t.port
+            )
+            _forget_finished_logon(t)
+        return fn(self._conn)
+
+    def _bounded(self, what: str, fn: Callable[[command.Command], T]) -> T:
+        """``fn`` on this driver's session, given at most :func:`wall_limit` seconds.
+
+        pyghmi bounds its retransmissions, but a logon can still wait forever on
+        process-wide session state left behind by another (seen when a BMC vanished
+        mid-logon). The call runs in a thread of its own; one that overruns is left
+        behind, its session forgotten, and reported as a BMC that did not answer."""
+        t = self.target
+        limit = wall_limit(t)
+        result: list[T] = []
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                result.append(self._once(fn))
+            except BaseException as e:  # handed to the caller
+                failure.append(e)
+
+        if not _PYGHMI.acquire(timeout=limit):
+            raise BmcUnreachableError(
+                t.machine, t.label, f"another IPMI call did not finish within {limit:.0f} s"
+            )
+        try:
+            worker = threading.Thread(target=run, name=f"ipmi {what}", daemon=True)
+            worker.start()
+            worker.join(limit)
+            if worker.is_alive():
+                self._conn = None
+                _forget_logon(t)
+                raise BmcUnreachableError(
+                    t.machine, t.label, f"no answer over IPMI within {limit:.0f} s ({what})"
+                )
+        finally:
+            _PYGHMI.release()
+        if failure:
+            raise failure[0]
+        return result[0]
+
     def _call(self, what: str, fn: Callable[[command.Command], T]) -> T:
         t = self.target
         last: BmcError | None = None
         for attempt in range(t.retries + 1):
             try:
-                with _PYGHMI:
-                    if self._conn is None:
-                        self._conn = command.Command(
-                            bmc=t.address, userid=t.username, password=t.password, port=t.port
-                        )
-                        _forget_finished_logon(t)
-                    return fn(self._conn)
+                return self._bounded(what, fn)
             except (IpmiException, OSError) as e:
                 self._conn = None
                 last = self._classify(e)
@@ -112,6 +153,18 @@ class IpmiDriver:
         once = None if device == "default" else not back.get("persistent", False)
         return BootOnce(device=device, once=once, confirmed=device == "network")
 
+
+def wall_limit(t: BmcTarget) -> float:
+    """The longest one IPMI call may take: a logon with its cipher-suite fallback and
+    pyghmi's own retransmissions, then the command."""
+    return 4 * t.timeout + 2
+
+
+def _forget_logon(t: BmcTarget) -> None:
+    """Drop whatever pyghmi holds for this BMC and credentials, so that the next
+    ``Command`` logs on afresh instead of waiting for an abandoned logon."""
+    key = (t.address, t.username, t.password, t.port, None)
+    pyghmi_session.Session.initting_sessions.pop(key, None)
 
 
 def _forget_finished_logon(t: BmcTarget) -> None:

@@ -119,3 +119,29 @@ def test_rejected_boot_device_is_an_error(redfish: Redfish) -> None:
                     system_id="no-such-system")
     with pytest.raises(BmcRejectedError):
         driver_for(bad).network_boot_once()
+
+
+def test_ipmi_call_that_never_returns_is_cut_off_and_the_next_one_works(
+    ipmi_sim: IpmiSim,
+) -> None:
+    """pyghmi can wait forever on session state another logon left behind; a call is
+    given a wall-clock limit, reported as a BMC that did not answer, and does not hold
+    up the calls after it (they share one process-wide lock)."""
+    import threading
+
+    from bootbrain.bmc.ipmi import IpmiDriver, wall_limit
+
+    target = ipmi(ipmi_sim, timeout=1.0)
+    d = IpmiDriver(target)
+    assert d.power_state() == "off"
+    never = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(BmcUnreachableError) as e:
+        d._call("stuck", lambda c: never.wait())
+    took = time.monotonic() - started
+    assert wall_limit(target) <= took < wall_limit(target) + 5
+    assert "within" in str(e.value) and "rack1-01" in str(e.value)
+    assert d.power_state() == "off"  # a fresh session, the lock released
+    assert IpmiDriver(target).on() == "on"
+    assert ipmi_sim.power() == "on"
+    never.set()
