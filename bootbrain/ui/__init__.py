@@ -38,7 +38,7 @@ from werkzeug.exceptions import HTTPException
 from wtforms import ValidationError as CsrfInvalid
 
 from bootbrain import db, inventory, schemas
-from bootbrain.bmc import power
+from bootbrain.bmc import power, reinstall
 from bootbrain.errors import (
     AuthError,
     BmcError,
@@ -356,6 +356,35 @@ def power_action(machine_id: int) -> ResponseReturnValue:
         flash(f"Power {action} failed: {e}")
     else:
         flash(f"Power {action}: the machine is {out.power}.")
+    return redirect(url_for("ui.machine", machine_id=machine_id, power=1))
+
+
+@bp.post("/machines/<int:machine_id>/reinstall")
+def reinstall_now(machine_id: int) -> ResponseReturnValue:
+    """Reinstall now: the one-shot next boot, network-boot-once and a power cycle."""
+    _need_write()
+    try:
+        data = schemas.ReinstallIn.model_validate(
+            {"profile": request.form.get("profile", ""), "power_on": True}
+        )
+    except ValidationError as e:
+        flash(f"Not reinstalled: {_field_errors(e)}")
+        return _back(machine_id)
+    found = _services()
+    try:
+        out = reinstall.reinstall(
+            found.db,
+            found.settings.secret(),
+            machine_id,
+            data,
+            found.settings.next_boot_default_ttl,
+            _actor(),
+        )
+    except (BmcError, ConflictError, FieldError) as e:
+        # A failed BMC step has withdrawn the next boot again (the message says so).
+        flash(f"Not reinstalled: {e}")
+    else:
+        flash(f"Reinstall {out.status}: next boot {data.profile}, the machine is {out.power}.")
     return redirect(url_for("ui.machine", machine_id=machine_id, power=1))
 
 

@@ -53,3 +53,43 @@ def test_power_through_the_dashboard(
         == 400
     )
     assert PASSWORD not in page
+
+
+def test_reinstall_through_the_dashboard(
+    app: Flask, client: FlaskClient, api: Api, ipmi_sim: IpmiSim
+) -> None:
+    api.post("/profiles", {"name": "install", "kind": "local"}, expect=201)
+    mid = int(api.post("/machines", {"hostname": "node-2"}, expect=201).get_json()["id"])
+    bmc = {"kind": "ipmi", "address": "127.0.0.1", "port": ipmi_sim.port, "username": USER}
+    api.put(f"/machines/{mid}/bmc", {**bmc, "password": PASSWORD}, expect=200)
+
+    reader = app.test_client()
+    csrf = login(reader, make_token(app, "viewer", "read"))
+    assert 'id="reinstall"' not in reader.get(f"/ui/machines/{mid}").get_data(as_text=True)
+    forged = reader.post(
+        f"/ui/machines/{mid}/reinstall", data={"profile": "install", "csrf_token": csrf}
+    )
+    assert forged.status_code == 403
+    assert ipmi_sim.actions() == []
+
+    csrf = login(client, make_token(app, "operator", "write"))
+    assert 'id="reinstall"' in client.get(f"/ui/machines/{mid}").get_data(as_text=True)
+    resp = client.post(
+        f"/ui/machines/{mid}/reinstall", data={"profile": "install", "csrf_token": csrf}
+    )
+    assert resp.status_code == 302
+    assert ipmi_sim.actions() == ["boot pxe", "power 1"]  # network boot once, then on
+    assert api.get(f"/machines/{mid}").get_json()["next_boot"]["profile"] == "install"
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Reinstall done: next boot install, the machine is on." in page
+
+    # A BMC that refuses the credentials: nothing rebooted, the next boot withdrawn.
+    api.delete(f"/machines/{mid}/next-boot", expect=204)
+    api.put(f"/machines/{mid}/bmc", {**bmc, "password": "wrong-password"}, expect=200)
+    resp = client.post(
+        f"/ui/machines/{mid}/reinstall", data={"profile": "install", "csrf_token": csrf}
+    )
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Not reinstalled:" in page and "wrong-password" not in page
+    assert api.get(f"/machines/{mid}").get_json()["next_boot"] is None
+    assert ipmi_sim.actions() == ["boot pxe", "power 1"]
