@@ -145,3 +145,27 @@ def test_ipmi_call_that_never_returns_is_cut_off_and_the_next_one_works(
     assert IpmiDriver(target).on() == "on"
     assert ipmi_sim.power() == "on"
     never.set()
+
+
+def test_ipmi_falls_back_from_a_cipher_suite_the_bmc_refuses(ipmi_sim: IpmiSim) -> None:
+    """OpenIPMI's simulator has no cipher suite 17 (SHA-256): ipmitool asking for it
+    is refused. The driver proposes 17 first and falls back to suite 3 by itself."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("ipmitool"):
+        pytest.skip("ipmitool (Debian ipmitool) is not installed: cannot show the BMC refuses 17")
+
+    def ipmitool(suite: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ipmitool", "-I", "lanplus", "-C", suite, "-H", "127.0.0.1",
+             "-p", str(ipmi_sim.port), "-U", USER, "-P", PASSWORD, "-N", "1", "-R", "1",
+             "power", "status"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    refused = ipmitool("17")
+    assert refused.returncode != 0 and "authentication algorithm" in refused.stderr
+    assert ipmitool("3").stdout.strip() == "Chassis Power is off"
+    assert driver_for(ipmi(ipmi_sim)).on() == "on"
+    assert ipmi_sim.power() == "on"
