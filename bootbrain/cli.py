@@ -25,7 +25,7 @@ from bootbrain import metrics as host_metrics
 from bootbrain.bmc import power
 from bootbrain.boot.types import Facts
 from bootbrain.config import Settings, load_settings
-from bootbrain.db import Database, DatabaseError
+from bootbrain.db import Database, DatabaseError, sqlite_path
 from bootbrain.errors import (
     AuthError,
     BootbrainError,
@@ -750,9 +750,15 @@ def boots_watch(ctx: Ctx, /, parent: int | None) -> None:
     logs.configure(ctx.settings.log_format)
     interval = ctx.settings.boot_stuck_check_interval or 60.0
     gone = reconciler.parent_gone(parent)
+    path = sqlite_path(ctx.settings.database_url)
     while not gone():
         try:
-            watch_stuck_once(ctx.db, ctx.settings)
+            if ctx._services is None and path is not None and not Path(path).exists():
+                # Started after the file was removed: connecting now would create an
+                # empty one where serve refuses to serve from (see db._FileWatch).
+                _log.warning("no database file at %s; stuck-boot watcher waiting", path)
+            else:
+                watch_stuck_once(ctx.db, ctx.settings)
         except DatabaseError:
             _log.exception("stuck-boot watcher pass failed; retrying")
         waited = 0.0
