@@ -137,14 +137,21 @@ def start(kind: str, url: str, tmp: Path, assets: Path, workers: int | None) -> 
         cmd = [sys.executable, "-m", "gunicorn", "-w", str(n), "-b", f"127.0.0.1:{port}"]
         cmd += ["bench.naive_brain:create_app()"]
     brain = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    nginx: subprocess.Popen[bytes] | None = None
     try:
         wait_http(f"http://127.0.0.1:{port}/boot.ipxe")
-    except RuntimeError:
-        brain.kill()
-        sys.exit(f"{kind} did not start:\n" + (tmp / f"{kind}.log").read_text()[-3000:])
-    conf = nginx_conf(tmp, web, f"127.0.0.1:{port}", assets)
-    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp)], stderr=log)
-    wait_http(base + "/boot.ipxe")
+        conf = nginx_conf(tmp, web, f"127.0.0.1:{port}", assets)
+        nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp)], stderr=log)
+        wait_http(base + "/boot.ipxe")
+    except BaseException as e:
+        # SIGTERM, not SIGKILL: gunicorn's master then stops its workers too.
+        for proc in (nginx, brain):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        if isinstance(e, RuntimeError):
+            sys.exit(f"{kind} did not start:\n" + (tmp / f"{kind}.log").read_text()[-3000:])
+        raise
     return Servers(brain, nginx, base)
 
 
