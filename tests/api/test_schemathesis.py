@@ -49,7 +49,10 @@ def st_schema(st_app: tuple[Flask, str]):  # type: ignore[no-untyped-def]
         "/api/v1/openapi.json", app, headers={"Authorization": f"Bearer {token}"}
     )
     schema.config.headers = {"Authorization": f"Bearer {token}"}
-    return schema
+    # These talk to the machine's BMC, at whatever address a generated BMC record
+    # names: traffic must stay on loopback, so they are tested against emulated BMCs
+    # (tests/bmc), never from generated data.
+    return schema.exclude(path_regex=r"/(power|reinstall|reinstalls)$")
 
 
 schema = schemathesis.pytest.from_fixture("st_schema")
