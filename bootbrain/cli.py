@@ -674,6 +674,14 @@ def machine_show(ctx: Ctx, /, machine: str, output: str, as_json: bool) -> None:
     _emit(schemas.MachineOut.of(m, reveal=True), output, as_json)
 
 
+def _echo_stages(a: schemas.BootAttemptOut) -> None:
+    """A boot attempt's stages, one a line, and the fetches never seen."""
+    for st in a.stages:
+        click.echo(f"  +{st.after_start_s:8.1f} s  {st.stage:<10} {st.detail}")
+    if a.not_seen:
+        click.echo(f"  (no fetch on record: {', '.join(a.not_seen)})")
+
+
 @machine.command("boots")
 @click.argument("host")
 @click.option("--limit", type=click.IntRange(1, 100), default=5, help="the last N attempts")
@@ -693,10 +701,7 @@ def machine_boots(ctx: Ctx, /, host: str, limit: int, as_json: bool) -> None:
             f"{a.started_at:%Y-%m-%d %H:%M:%S}Z  {a.status:<11} {a.profile or '-'} "
             f"({a.step})  boot {a.boot_id or '-'}  {a.duration_s:.1f} s"
         )
-        for st in a.stages:
-            click.echo(f"  +{st.after_start_s:8.1f} s  {st.stage:<10} {st.detail}")
-        if a.not_seen:
-            click.echo(f"  (no fetch on record: {', '.join(a.not_seen)})")
+        _echo_stages(a)
         click.echo(f"  {a.summary}")
 
 
@@ -1390,10 +1395,7 @@ def explain(ctx: Ctx, /, host: str, output: str, base_url: str | None) -> None:
         f"last boot: {a.status}, started {a.started_at:%Y-%m-%d %H:%M:%S}Z, "
         f"{a.profile or '-'} ({a.step}), boot {a.boot_id or '-'}, {a.duration_s:.1f} s"
     )
-    for st in a.stages:
-        click.echo(f"  +{st.after_start_s:8.1f} s  {st.stage:<10} {st.detail}")
-    if a.not_seen:
-        click.echo(f"  (no fetch on record: {', '.join(a.not_seen)})")
+    _echo_stages(a)
     click.echo(f"  last stage: {a.summary}")
     if a.status == "stuck":
         click.echo(f"  STUCK: no new stage within {a.stuck_after_s} s")

@@ -70,7 +70,7 @@ from bootbrain.errors import DocumentError, TemplateProblem
 from bootbrain.vocabulary import CONTROL_BUT_TAB_RE
 
 from . import ignition
-from .sandbox import control_character, render_text
+from .sandbox import check_template_text, render_text
 from .types import ConfigSource, MachineView, OsConfig, RenderContext
 from .validate import sample_variables
 from .variables import template_variables
@@ -201,13 +201,7 @@ def _depth(value: Any) -> int:
 
 def check_document_text(value: str) -> str:
     """The text of a user-data/vendor-data template; raises ValueError."""
-    if len(value) > MAX_DOCUMENT:
-        raise ValueError(f"longer than {MAX_DOCUMENT} characters")
-    for number, line in enumerate(value.split("\n"), start=1):
-        what = control_character(line)
-        if what:
-            raise ValueError(f"line {number}: control character {what}")
-    return value
+    return check_template_text(value, MAX_DOCUMENT)
 
 
 # --- merging -------------------------------------------------------------------------------

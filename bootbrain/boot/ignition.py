@@ -32,7 +32,7 @@ import jsonschema
 
 from bootbrain.errors import DocumentError, TemplateProblem
 
-from .sandbox import control_character, render_text
+from .sandbox import check_template_text, render_text
 
 IGNITION_DOCUMENT: Final = "ignition.json"
 IGNITION_MIMETYPE: Final = "application/vnd.coreos.ignition+json"
@@ -174,13 +174,7 @@ _VALIDATOR: Final = jsonschema.Draft202012Validator(SCHEMA)
 
 def check_ignition_text(value: str) -> str:
     """The template's text, before rendering; raises ValueError."""
-    if len(value) > MAX_IGNITION:
-        raise ValueError(f"longer than {MAX_IGNITION} characters")
-    for number, line in enumerate(value.split("\n"), start=1):
-        what = control_character(line)
-        if what:
-            raise ValueError(f"line {number}: control character {what}")
-    return value
+    return check_template_text(value, MAX_IGNITION)
 
 
 def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -915,3 +915,15 @@ def _skeleton_decides(skeleton: str) -> bool:
             return False
     ipxe.validate_script(skeleton)  # a failure is raised, and not remembered
     return True
+
+
+def check_template_text(value: str, limit: int) -> str:
+    """A stored template's text: at most ``limit`` characters, no control character on
+    any line; raises ValueError."""
+    if len(value) > limit:
+        raise ValueError(f"longer than {limit} characters")
+    for number, line in enumerate(value.split("\n"), start=1):
+        what = control_character(line)
+        if what:
+            raise ValueError(f"line {number}: control character {what}")
+    return value

@@ -20,7 +20,7 @@ from functools import lru_cache
 from ipaddress import IPv4Address
 from typing import Final
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, Row, create_engine, text
 
 #: Kea's ``host_identifier_type`` for a hardware address.
 HW_ADDRESS: Final = 0
@@ -72,18 +72,24 @@ def _mac(identifier: bytes) -> str:
     return bytes(identifier).hex(":")
 
 
+def _ours(conn: Connection, subnet_id: int) -> Sequence[Row[int, bytes, int | None, str | None]]:
+    """bootbrain's rows of Kea's table for this subnet (hardware-address reservations):
+    host_id, dhcp_identifier, ipv4_address, hostname."""
+    return conn.execute(
+        text(
+            "SELECT host_id, dhcp_identifier, ipv4_address, hostname FROM hosts "
+            "WHERE dhcp_identifier_type = :t AND dhcp4_subnet_id = :s"
+        ),
+        {"t": HW_ADDRESS, "s": subnet_id},
+    ).all()
+
+
 def kea_hosts(url: str, subnet_id: int) -> dict[str, KeaHost]:
     """bootbrain's rows of Kea's table for this subnet, by MAC."""
     with _engine(url).connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT dhcp_identifier, ipv4_address, hostname FROM hosts "
-                "WHERE dhcp_identifier_type = :t AND dhcp4_subnet_id = :s"
-            ),
-            {"t": HW_ADDRESS, "s": subnet_id},
-        ).all()
+        rows = _ours(conn, subnet_id)
     return {
-        _mac(r[0]): KeaHost(_mac(r[0]), str(IPv4Address(r[1])) if r[1] is not None else "", r[2])
+        _mac(r[1]): KeaHost(_mac(r[1]), str(IPv4Address(r[2])) if r[2] is not None else "", r[3])
         for r in rows
     }
 
@@ -99,13 +105,7 @@ def sync_kea_hosts(url: str, subnet_id: int, wanted: Sequence[KeaHost]) -> Hosts
     change = HostsChange()
     with _engine(url).begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:a, :s)"), {"a": _LOCK, "s": subnet_id})
-        rows = conn.execute(
-            text(
-                "SELECT host_id, dhcp_identifier, ipv4_address, hostname FROM hosts "
-                "WHERE dhcp_identifier_type = :t AND dhcp4_subnet_id = :s"
-            ),
-            {"t": HW_ADDRESS, "s": subnet_id},
-        ).all()
+        rows = _ours(conn, subnet_id)
         current = {_mac(r[1]): r for r in rows}
         gone: list[int] = []
         for mac, row in current.items():
