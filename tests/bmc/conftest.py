@@ -73,17 +73,11 @@ class IpmiSim:
         return list(zip(starts, ends, strict=False))  # a refused set has no end
 
 
-#: Every port a sim was given in this process: pyghmi keeps sessions per address, port
-#: and credentials process-wide, and a new sim on an old sim's port can leave a logon
-#: waiting on the old session for ever.
-_GIVEN: set[int] = set()
-
-
 def _free_udp_port(taken: set[int]) -> int:
-    """A port free for UDP (ipmi_sim's) too, and never given to a sim before."""
+    """A port free for UDP (ipmi_sim's) too, and not one of ``taken``."""
     while True:
         port = free_port()
-        if port in taken or port in _GIVEN:
+        if port in taken:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             try:
@@ -111,7 +105,6 @@ def _start_ipmi_sim(
     ))
     prog.chmod(0o755)
     port = _free_udp_port(taken or set())
-    _GIVEN.add(port)
     (d / "lan.conf").write_text(
         f"""name "bootbrain-test"
 set_working_mc 0x20

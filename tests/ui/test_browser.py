@@ -50,6 +50,8 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     )
 
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture
@@ -96,11 +98,19 @@ def stuck(api: Api, client: FlaskClient, app: Flask, db: Database) -> dict[str, 
     return seed_fleet(api, client, app, db)
 
 
+def navigate(browser: Any, element: Any) -> None:
+    """Click ``element`` and wait until the page it was on is gone: a click that submits
+    a form returns before the next page has loaded."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+
+
 def log_in(browser: Any, base: str, token: str) -> None:
     browser.get(f"{base}/ui/")
     assert "/ui/login" in browser.current_url  # anonymous: sent to log in
     browser.find_element(By.ID, "token").send_keys(token)
-    browser.find_element(By.ID, "login").click()
+    navigate(browser, browser.find_element(By.ID, "login"))
     assert browser.current_url == f"{base}/ui/"
 
 
@@ -137,7 +147,7 @@ def test_a_read_token_sees_the_fleet_and_the_stuck_machine_but_may_not_act(
         Path(shot).parent.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(shot)
 
-    rows[0].find_element(By.TAG_NAME, "a").click()
+    navigate(browser, rows[0].find_element(By.TAG_NAME, "a"))
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith(STUCK_HOST)
     assert "installer" in browser.find_element(By.ID, "preview").text
     assert browser.find_elements(By.ID, "actions") == []
@@ -154,12 +164,12 @@ def test_a_write_token_sets_the_next_boot_through_the_form(
 ) -> None:
     log_in(browser, served, make_token(app, "operator", "write"))
     browser.get(f"{served}/ui/machines?text=gpu-02")
-    browser.find_element(By.LINK_TEXT, "gpu-02").click()
+    navigate(browser, browser.find_element(By.LINK_TEXT, "gpu-02"))
     mid = int(browser.current_url.rsplit("/", 1)[1])
     for option in browser.find_elements(By.CSS_SELECTOR, "#next-boot-profile option"):
         if option.text == "rescue":
             option.click()
-    browser.find_element(By.ID, "set-next-boot").click()
+    navigate(browser, browser.find_element(By.ID, "set-next-boot"))
     assert "Next boot set to rescue." in browser.find_element(By.CLASS_NAME, "flash").text
     assert browser.find_element(By.ID, "next-boot").text.startswith("rescue until")
     assert api.get(f"/machines/{mid}", expect=200).json["next_boot"]["profile"] == "rescue"
@@ -176,7 +186,7 @@ def test_a_post_without_the_csrf_token_is_refused_and_logout_ends_the_session(
 
     cookie = browser.get_cookie("bootbrain_ui")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-    browser.find_element(By.ID, "logout").click()
+    navigate(browser, browser.find_element(By.ID, "logout"))
     assert "/ui/login" in browser.current_url
     browser.get(f"{served}/ui/")
     assert "/ui/login" in browser.current_url

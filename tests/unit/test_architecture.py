@@ -78,6 +78,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "inventory": ("integrations", "machine", "bmc", "api", "cli", "services"),
     "bmc.driver": ("flask", "sqlalchemy", "inventory"),
     "bmc.ipmi": ("flask", "sqlalchemy", "inventory"),
+    "bmc.ipmi_worker": ("flask", "sqlalchemy", "inventory", "bootbrain"),
     "bmc.redfish": ("flask", "sqlalchemy", "inventory"),
     "boot": ("flask", "sqlalchemy", "werkzeug", "pydantic"),
 }
