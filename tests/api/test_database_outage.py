@@ -135,7 +135,13 @@ def test_postgresql_stopped_and_started_under_a_stream_of_boots(
         time.sleep(6)  # longer than the old writer's five tries took before dropping
         during = len(answers)
         cluster.start()
-        time.sleep(4)
+        # boots resume once the pool reconnects; a loaded host may take a while
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            TOKEN_RE.search(t) for _, t in answers[during:]
+        ):
+            time.sleep(0.2)
+        time.sleep(1)
     finally:
         stop.set()
         streamer.join()

@@ -360,6 +360,12 @@ class LabNetwork(Netns):
         if self.ipv6:
             self.ip("-6", "addr", "add", self.ipv6, "dev", self.bridge, "nodad")
         self.ip("link", "set", self.bridge, "up")
+        # A bridge whose last port went away loses its carrier, and a Kea reconfigured
+        # then skips it for good ("the interface br0 is not running"). A boot host's NIC
+        # is cabled to a switch: a veth pair kept up on the bridge stands for that link.
+        self.ip("link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
+        self.ip("link", "set", "uplink0", "master", self.bridge, "up")
+        self.ip("link", "set", "uplink1", "up")
 
     def add_tap(self, name: str | None = None) -> str:
         """Create a tap device on the bridge; QEMU attaches with ``ifname=<name>``."""
