@@ -315,9 +315,17 @@ def db() -> None:
 @click.argument("revision", default="head")
 @pass_ctx
 def db_upgrade(ctx: Ctx, /, revision: str) -> None:
-    """Migrate the schema to REVISION (default: the newest)."""
-    migrate.upgrade(ctx.settings.database_url, revision)
-    click.echo(f"database at {revision}")
+    """Migrate the schema to REVISION (default: the newest).
+
+    Says whether it changed anything (deployment tools report "changed" from it):
+    brains sharing a database migrate it one at a time, and the later ones find it done.
+    """
+    done = migrate.upgrade(ctx.settings.database_url, revision)
+    if done.changed:
+        was = done.before or "an empty database"
+        click.echo(f"database at {revision}: upgraded from {was} to {done.after}")
+    else:
+        click.echo(f"database at {revision}: nothing to upgrade")
 
 
 @db.command("downgrade")

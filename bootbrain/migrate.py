@@ -5,14 +5,18 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+
+from bootbrain.db import make_engine
 
 
 def alembic_config(url: str) -> Config:
@@ -26,8 +30,49 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+#: pg_advisory_xact_lock key taken by every upgrade of a PostgreSQL database.
+UPGRADE_LOCK: Final = 0x62626D6967  # "bbmig"
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    before: str | None
+    after: str | None
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def upgrade(url: str, revision: str = "head") -> Upgrade:
+    """Migrate to ``revision``; the revisions before and after.
+
+    On PostgreSQL the whole upgrade runs in one transaction holding an advisory lock,
+    so that boot hosts sharing a database (an Ansible run converging several at once)
+    migrate it one after the other: the first upgrades, the others wait, then find the
+    schema at head and change nothing. Unlocked, two concurrent upgrades of an empty
+    database fail on each other's CREATE TABLE.
+    """
+    engine = make_engine(url)
+    try:
+        if engine.dialect.name != "postgresql":
+            before = _current_revision(engine)
+            command.upgrade(alembic_config(url), revision)
+            return Upgrade(before, _current_revision(engine))
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
+            before = MigrationContext.configure(conn).get_current_revision()
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn  # env.py migrates in this transaction
+            command.upgrade(cfg, revision)
+            return Upgrade(before, MigrationContext.configure(conn).get_current_revision())
+    finally:
+        engine.dispose()
+
+
+def _current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
 
 
 def downgrade(url: str, revision: str) -> None:

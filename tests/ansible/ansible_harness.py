@@ -24,6 +24,7 @@ import tempfile
 import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -415,6 +416,46 @@ def parse_unit(text: str) -> Unit:
     )
 
 
+# --- starting what the role installed, as its units would -------------------------------
+
+
+def start_bootbrain(target: Target, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``bootbrain serve`` exactly as bootbrain.service describes it, once it answers
+    /healthz on 127.0.0.1:``port`` (the role's ``bootbrain_gunicorn_bind``)."""
+    unit = parse_unit(target.path("/etc/systemd/system/bootbrain.service").read_text())
+    run_dir = target.path("/run/bootbrain")  # RuntimeDirectory=, which systemd would create
+    run_dir.mkdir(mode=0o755, exist_ok=True)
+    uid, gid, _ = target._ids(unit.user, unit.group)
+    os.chown(run_dir, uid, gid)
+    proc = target.start(
+        unit.exec_start,
+        log=log,
+        user=unit.user,
+        group=unit.group,
+        env=unit.environment,
+        cwd=unit.working_directory,
+    )
+    direct = wait_for_http(f"http://127.0.0.1:{port}/healthz", proc, log)
+    assert direct.status == 200, direct
+    return proc
+
+
+def start_nginx(target: Target, log: Path) -> subprocess.Popen[bytes]:
+    """nginx as Debian's nginx.service starts it, but in the foreground so the test owns
+    it; refused unless every ``listen`` of the deployed configuration is on loopback."""
+    unit = parse_unit(target.path("/lib/systemd/system/nginx.service").read_text())
+    listens = target.run(["/usr/sbin/nginx", "-T", "-q"])
+    assert listens.returncode == 0, listens.stderr
+    for listen in re.findall(r"^\s*listen\s+([^;]+);", listens.stdout, re.M):
+        assert listen.startswith(("127.0.0.1:", "[::1]:")), (
+            f"nginx would listen on {listen!r} outside loopback; refusing to start it"
+        )
+    for argv in unit.exec_start_pre:
+        pre = target.run(argv)
+        assert pre.returncode == 0, f"{argv}: {pre.stdout}{pre.stderr}"
+    return target.start([a.replace("daemon on;", "daemon off;") for a in unit.exec_start], log=log)
+
+
 # --- ansible-playbook ------------------------------------------------------------------
 
 
@@ -425,10 +466,32 @@ class PlaybookRun:
     seconds: float
 
     def recap(self) -> dict[str, int]:
-        match = re.search(r"^\S+\s*:\s*(ok=\d+.*)$", self.output.split("PLAY RECAP", 1)[-1], re.M)
-        if not match:
-            return {}
-        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+        """The first host's recap line (a run with one host)."""
+        return next(iter(self.recaps().values()), {})
+
+    def recaps(self) -> dict[str, dict[str, int]]:
+        """Each host's recap line: {host: {"ok": …, "changed": …, "failed": …}}."""
+        recap = self.output.split("PLAY RECAP", 1)[-1] if "PLAY RECAP" in self.output else ""
+        return {
+            host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
+            for host, counts in re.findall(r"^(\S+)\s*:\s*(ok=\d+.*)$", recap, re.M)
+        }
+
+    def task_results(self, task: str) -> dict[str, str]:
+        """What each host reported for the task named ``task`` (its last run):
+        {host: "ok" | "changed" | "skipping" | "fatal" | …}."""
+        current, found = "", dict[str, str]()
+        for line in self.output.splitlines():
+            header = re.match(r"^(?:TASK|RUNNING HANDLER) \[(.*)\]", line)
+            if header:
+                current = header.group(1)
+                if current.endswith(task):
+                    found = {}
+                continue
+            result = re.match(r"^(\w+): \[([^]]+)\]", line)
+            if result and current.endswith(task):
+                found[result.group(2)] = result.group(1)
+        return found
 
     def changed_tasks(self) -> list[str]:
         """Names of the tasks that reported "changed" (default callback output)."""
@@ -447,7 +510,7 @@ class PlaybookRun:
 
 def run_playbook(
     inventory: Path,
-    extra_vars: Path,
+    extra_vars: Path | None,
     *,
     workdir: Path,
     args: Sequence[str] = (),
@@ -467,8 +530,7 @@ def run_playbook(
         venv_tool("ansible-playbook") or "ansible-playbook",
         "-i",
         str(inventory),
-        "-e",
-        f"@{extra_vars}",
+        *(["-e", f"@{extra_vars}"] if extra_vars else []),
         *args,
         str(ANSIBLE_DIR / "site.yml"),
     ]
@@ -481,15 +543,28 @@ def run_playbook(
 
 def write_inventory(path: Path, root: Path) -> None:
     """A ``bootbrain`` group holding the tree, reached through chroot as root (no become)."""
+    write_fleet_inventory(path, {"target": (root, {})})
+
+
+def write_fleet_inventory(
+    path: Path,
+    hosts: dict[str, tuple[Path, dict[str, object]]],
+    group_vars: dict[str, object] | None = None,
+) -> None:
+    """A ``bootbrain`` group of several trees ({name: (root, host variables)}), each
+    reached through chroot as root, with variables shared by the group."""
     inventory = {
         "bootbrain": {
             "hosts": {
-                "target": {
+                name: {
                     "ansible_host": str(root),
                     "ansible_connection": "community.general.chroot",
                     "ansible_become": False,
+                    **host_vars,
                 }
-            }
+                for name, (root, host_vars) in hosts.items()
+            },
+            "vars": group_vars or {},
         }
     }
     path.write_text(json.dumps(inventory, indent=2) + "\n")
@@ -572,7 +647,28 @@ class Response:
 
 
 def http_get(url: str, *, headers: dict[str, str] | None = None, timeout: float = 10) -> Response:
-    request = urllib.request.Request(url, headers=headers or {})
+    return http_request("GET", url, headers=headers, timeout=timeout)
+
+
+def http_request(
+    method: str,
+    url: str,
+    *,
+    body: object = None,
+    form: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> Response:
+    """One request; ``body`` is sent as JSON, ``form`` as a urlencoded form."""
+    data: bytes | None = None
+    sent = dict(headers or {})
+    if body is not None:
+        data = json.dumps(body).encode()
+        sent["Content-Type"] = "application/json"
+    elif form is not None:
+        data = urllib.parse.urlencode(form).encode()
+        sent["Content-Type"] = "application/x-www-form-urlencoded"
+    request = urllib.request.Request(url, data=data, headers=sent, method=method)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return Response(

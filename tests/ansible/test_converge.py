@@ -215,24 +215,8 @@ def _start_gunicorn(scenario: Scenario, log_name: str) -> tuple[subprocess.Popen
     assert unit.user == "bootbrain"
     # bootbrain_gunicorn_workers is left at 0: serve picks one worker per CPU itself.
     assert "--workers" not in unit.exec_start, unit.exec_start
-    run_dir = tgt.path("/run/bootbrain")  # RuntimeDirectory=, which systemd would create
-    run_dir.mkdir(mode=0o755, exist_ok=True)
-    uid, gid, _ = tgt._ids(unit.user, unit.group)
-    os.chown(run_dir, uid, gid)
     log = tgt.work / log_name
-    gunicorn = tgt.start(
-        unit.exec_start,
-        log=log,
-        user=unit.user,
-        group=unit.group,
-        env=unit.environment,
-        cwd=unit.working_directory,
-    )
-    direct = harness.wait_for_http(
-        f"http://127.0.0.1:{scenario.gunicorn_port}/healthz", gunicorn, log
-    )
-    assert direct.status == 200, direct
-    return gunicorn, log
+    return harness.start_bootbrain(tgt, scenario.gunicorn_port, log), log
 
 
 def _check_through_nginx(scenario: Scenario) -> None:
@@ -240,20 +224,8 @@ def _check_through_nginx(scenario: Scenario) -> None:
     work = tgt.work
     gunicorn, gunicorn_log = _start_gunicorn(scenario, "gunicorn.log")
 
-    # nginx, as Debian's nginx.service starts it, but in the foreground so we own it.
-    nginx_unit = harness.parse_unit(tgt.path("/lib/systemd/system/nginx.service").read_text())
-    listens = tgt.run(["/usr/sbin/nginx", "-T", "-q"])
-    assert listens.returncode == 0, listens.stderr
-    for listen in re.findall(r"^\s*listen\s+([^;]+);", listens.stdout, re.M):
-        assert listen.startswith(("127.0.0.1:", "[::1]:")), (
-            f"nginx would listen on {listen!r} outside loopback; refusing to start it"
-        )
-    for argv in nginx_unit.exec_start_pre:
-        pre = tgt.run(argv)
-        assert pre.returncode == 0, f"{argv}: {pre.stdout}{pre.stderr}"
-    nginx_argv = [a.replace("daemon on;", "daemon off;") for a in nginx_unit.exec_start]
     nginx_log = work / "nginx.log"
-    nginx = tgt.start(nginx_argv, log=nginx_log)
+    nginx = harness.start_nginx(tgt, nginx_log)
     base = f"http://127.0.0.1:{scenario.nginx_port}"
 
     health = harness.wait_for_http(f"{base}/healthz", nginx, nginx_log)

@@ -65,7 +65,7 @@ def db_current(cli: Cli) -> str:
 def test_db_current_and_upgrade(runner: Cli) -> None:
     head = migrate.newest()
     assert f"Rev: {head} (head)" in db_current(runner)
-    assert runner.run("db", "upgrade").stdout == "database at head\n"
+    assert runner.run("db", "upgrade").stdout == "database at head: nothing to upgrade\n"
     assert f"Rev: {head} (head)" in db_current(runner)
 
 
