@@ -105,8 +105,12 @@ class Machine:
     mac: str
 
     @property
+    def serial(self) -> str:
+        return f"SN-E2E-{self.tag}"
+
+    @property
     def smbios(self) -> lab.Smbios:
-        return smbios_for(self.tag, self.uuid)
+        return smbios_for(self.tag, self.uuid, self.serial)
 
 
 # --------------------------------------------------------------------------- the lab
@@ -283,14 +287,14 @@ def two_hosts_scenario(hosts: list[Host], in_server: Callable[[Host, Machine, in
 
     # 1. One machine through host A's API, one through the CLI on host B.
     m1 = a.site.add_machine(
-        hostname=first.hostname, uuid=first.uuid, serial=first.smbios.serial,
+        hostname=first.hostname, uuid=first.uuid, serial=first.serial,
         manufacturer=MANUFACTURER, product=PRODUCT, nics=[{"mac": first.mac, "boot": True}],
         address=first.address,
     )  # fmt: skip
     until_served(hosts, first, m1["id"], m1["created_at"], time.time(), in_server)
     added = b.site.cli(
         "machine", "add", "--hostname", second.hostname, "--mac", second.mac,
-        "--uuid", second.uuid, "--serial", second.smbios.serial,
+        "--uuid", second.uuid, "--serial", second.serial,
         "--manufacturer", MANUFACTURER, "--product", PRODUCT, "--network", "lab",
         "--address", second.address, "--profile", LOCAL_PROFILE, "--state", "ready", "--json",
     )  # fmt: skip
