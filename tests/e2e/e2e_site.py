@@ -223,7 +223,7 @@ class Site:
 
         self.cli("init", "--no-admin-token")
         self.token = self.cli(
-            "token", "create", "--name", "e2e", "--scope", "write", "--quiet"
+            "token", "create", "--name", f"e2e-{self.workdir.name}", "--scope", "write", "--quiet"
         ).stdout.strip()
         assert self.token.startswith("bbt_"), self.token
 
@@ -267,7 +267,9 @@ class Site:
     def _install_hook(self) -> None:
         """The server's lease hook: ``bootbrain <server> hook`` installs the wrapper (at
         ``<server>.hook_script``) and the hook's configuration."""
-        token = self.cli("token", "create", "--name", "leasehook", "--scope", "write", "--quiet")
+        # Token names are unique in the inventory, which several sites may share.
+        name = f"leasehook-{self.workdir.name}"
+        token = self.cli("token", "create", "--name", name, "--scope", "write", "--quiet")
         self.hook_token_file.write_text(token.stdout.strip() + "\n")
         self.hook_token_file.chmod(0o600)
         self.cli(self.dhcp, "hook", "--hook-config", str(self.workdir / "leasehook.conf"))

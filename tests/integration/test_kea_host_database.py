@@ -19,13 +19,8 @@ import contextlib
 import json
 import os
 import secrets
-import select
-import shutil
 import signal
-import socket
-import socketserver
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -51,6 +46,7 @@ from bootbrain.integrations.reconcile import Reconciler, reconcile_once
 from bootbrain.inventory import kea_hosts
 from bootbrain.inventory.keahosts import dispose, engine_url
 from tests.conftest import Api, _truncate, make_settings, make_token, pg_url
+from tests.e2e.lab.pgsocket import PgSocket
 
 from .conftest import CLIENT_IF, SERVER_IF, SERVER_IP, DhcpLab, _ip
 
@@ -64,59 +60,6 @@ def require_kea(*more: str) -> None:
     DhcpLab.require("kea-dhcp4", "kea-admin", *more)
     if not (HOOKS / "libdhcp_ha.so").exists():
         pytest.skip(f"Kea's HA hook is not in {HOOKS}")
-
-
-class _Pump(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        host, port = self.server.upstream  # type: ignore[attr-defined]
-        with socket.create_connection((host, port), timeout=10) as up:
-            up.settimeout(None)
-            ends = [self.request, up]
-            self.server.live.update(ends)  # type: ignore[attr-defined]
-            try:
-                while True:
-                    ready, _, _ = select.select(ends, [], [], 60)
-                    if not ready:
-                        return
-                    for s in ready:
-                        data = s.recv(65536)
-                        if not data:
-                            return
-                        (up if s is self.request else self.request).sendall(data)
-            except OSError:
-                return
-            finally:
-                self.server.live.difference_update(ends)  # type: ignore[attr-defined]
-
-
-class PgSocket:
-    """PostgreSQL's TCP port offered as a unix socket in a directory of its own;
-    :meth:`cut` takes PostgreSQL away from whoever uses it, :meth:`restore` brings it back."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="bbpg-"))
-        self.path = self.dir / f".s.PGSQL.{port}"
-        self.upstream = (host, port)
-        self.restore()
-
-    def restore(self) -> None:
-        self.server = socketserver.ThreadingUnixStreamServer(str(self.path), _Pump)
-        self.server.daemon_threads = True
-        self.server.upstream = self.upstream  # type: ignore[attr-defined]
-        self.server.live = set()  # type: ignore[attr-defined]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def cut(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.path.unlink(missing_ok=True)
-        for end in list(self.server.live):  # type: ignore[attr-defined]
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.cut()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 #: The forwarder behind each Kea hosts database URL the fixture made.

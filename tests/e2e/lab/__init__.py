@@ -26,10 +26,12 @@ from .assets import (
     ovmf_code,
     ovmf_vars_copy,
 )
+from .dhcpprobe import Offer, discover
 from .dnsmasq import Dnsmasq, minimal_pxe_config
 from .errors import LabError
 from .httpd import Request, Response, StubHTTPServer, ipxe_script
 from .net import LabNetwork, Netns, cleanup_stale, list_namespaces, stop_process
+from .pgsocket import PgSocket
 from .qemu import BootResult, Guest, Mode, Nic, Smbios, boot, random_mac, smbios_escape, strip_ansi
 from .requirements import missing, missing_kea
 
@@ -46,6 +48,8 @@ __all__ = [
     "Mode",
     "Netns",
     "Nic",
+    "Offer",
+    "PgSocket",
     "Request",
     "Response",
     "Smbios",
@@ -54,6 +58,7 @@ __all__ = [
     "boot_files",
     "cache_dir",
     "cleanup_stale",
+    "discover",
     "initrd",
     "ip_param",
     "ipxe_file",
