@@ -14,41 +14,74 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.orm import Session, aliased, raiseload
+from sqlalchemy.orm import Session, aliased
 
 from bootbrain import security
 from bootbrain.boot import types as bt
 from bootbrain.boot.groups import applying
 from bootbrain.db import ConnectionReader, Database
 from bootbrain.errors import BootTokenError
-from bootbrain.models import Base, Boot, Machine, NextBoot, Profile, utcnow
+from bootbrain.models import Base, Boot, Machine, MachineTag, NextBoot, Nic, Profile, utcnow
 
 from . import lookup
 from .base import by_name, get_by_id
-from .machines import os_config_of, os_nic
+from .machines import nic_for_os, os_config_of, os_nic
 
 
-def _machine_of_boot(s: Session, boot: Boot, gone: str) -> Machine | None:
+@dataclass(frozen=True)
+class _DocumentMachine:
+    """What a boot's documents need of its machine."""
+
+    id: int
+    config: bt.OsConfig
+    interface: str
+    mac: str | None
+
+
+def _machine_of_boot(
+    s: Session, boot_id: str, machine_id: int | None, gone: str
+) -> _DocumentMachine | None:
     """The machine ``boot`` was for (None: an unknown machine's boot). A boot whose
     machine was deleted opens nothing, as when its boots were deleted with it:
-    :class:`BootTokenError` with ``gone``."""
-    if boot.machine_id is None:
+    :class:`BootTokenError` with ``gone``.
+
+    Every booted OS asks for its documents, all at once in a storm: the machine's
+    row, NICs and tags are read with statements built once, not loaded through the
+    ORM with every relationship of the machine."""
+    if machine_id is None:
         return None
-    m = s.get(Machine, boot.machine_id, options=_DOCUMENT_LOADS)
-    if m is None:
-        raise BootTokenError(gone, boot.id, boot.machine_id)
-    return m
+    conn = s.connection()
+    row = conn.execute(_MACHINE_FOR_DOCUMENTS, {"mid": machine_id}).one_or_none()
+    if row is None:
+        raise BootTokenError(gone, boot_id, machine_id)
+    nics = conn.execute(_NICS_OF, {"mid": machine_id}).all()
+    tags = conn.execute(_TAGS_OF, {"mid": machine_id}).scalars().all()
+    interface, mac = nic_for_os(row.interface, nics)
+    config = bt.OsConfig(
+        ssh_keys=tuple(row.ssh_keys),
+        tags=tuple(tags),
+        metadata=dict(row.meta),
+        user_data=row.user_data,
+        vendor_data=row.vendor_data,
+        variables=dict(row.variables),
+    )
+    return _DocumentMachine(machine_id, config, interface, mac)
 
 
-#: What a document is built from is the machine's own row, NICs and tags: the joins
-#: for its profile, network, one-shot action and BMC (the boot names its profile)
-#: are left out, and any use of them raises rather than loading them one by one.
-_DOCUMENT_LOADS: Final = [
-    raiseload(Machine.profile),
-    raiseload(Machine.network),
-    raiseload(Machine.next_boot),
-    raiseload(Machine.bmc),
-]
+_MACHINE_FOR_DOCUMENTS: Final = select(
+    Machine.interface,
+    Machine.ssh_keys,
+    Machine.meta,
+    Machine.user_data,
+    Machine.vendor_data,
+    Machine.variables,
+).where(Machine.id == bindparam("mid"))
+_NICS_OF: Final = (
+    select(Nic.name, Nic.boot, Nic.mac).where(Nic.machine_id == bindparam("mid")).order_by(Nic.id)
+)
+_TAGS_OF: Final = (
+    select(MachineTag.tag).where(MachineTag.machine_id == bindparam("mid")).order_by(MachineTag.tag)
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +95,16 @@ class BootConfig:
 def config_source(
     s: Session, m: Machine | None, profile: Profile | None, profile_name: str | None
 ) -> bt.ConfigSource:
-    interface, mac = os_nic(m) if m is not None else ("eth0", None)
+    found = None
+    if m is not None:
+        interface, mac = os_nic(m)
+        found = _DocumentMachine(m.id, os_config_of(m), interface, mac)
+    return _config_source(s, found, profile, profile_name)
+
+
+def _config_source(
+    s: Session, m: _DocumentMachine | None, profile: Profile | None, profile_name: str | None
+) -> bt.ConfigSource:
     # The view /ipxe renders from (lookup.load_machine), so IPXE_BOOT_LINUX_IP_CONFIG
     # and network-config come from the same StaticNet through render.static_values.
     reader = ConnectionReader(s.connection())
@@ -73,11 +115,11 @@ def config_source(
     return bt.ConfigSource(
         machine=machine,
         groups=groups,
-        machine_config=os_config_of(m) if m is not None else None,
+        machine_config=m.config if m is not None else None,
         profile_name=profile_name,
         profile_config=os_config_of(profile) if profile is not None else None,
-        interface=interface,
-        mac=mac,
+        interface=m.interface if m is not None else "eth0",
+        mac=m.mac if m is not None else None,
     )
 
 
@@ -87,7 +129,7 @@ def boot_config_for_token(db: Database, secret: bytes, token: str, now: datetime
     unknown, expired or completed (revoked) boot."""
     th = security.token_hash(secret, token)
     with db.read() as s:
-        boot = s.scalar(select(Boot).where(Boot.token_hash == th))
+        boot = s.connection().execute(_BOOT_BY_TOKEN, {"th": th}).one_or_none()
         if boot is None:
             raise BootTokenError("unknown boot token")
         if boot.completed_at is not None:
@@ -96,7 +138,7 @@ def boot_config_for_token(db: Database, secret: bytes, token: str, now: datetime
             )
         if boot.expires_at <= now:
             raise BootTokenError("boot token expired", boot.id, boot.machine_id)
-        m = _machine_of_boot(s, boot, "the boot's machine was deleted")
+        m = _machine_of_boot(s, boot.id, boot.machine_id, "the boot's machine was deleted")
         profile = None
         if boot.profile_name is not None:
             profile = s.scalar(select(Profile).where(Profile.name == boot.profile_name))
@@ -104,7 +146,7 @@ def boot_config_for_token(db: Database, secret: bytes, token: str, now: datetime
             boot.id,
             boot.machine_id,
             boot.expires_at,
-            config_source(s, m, profile, boot.profile_name),
+            _config_source(s, m, profile, boot.profile_name),
         )
 
 
