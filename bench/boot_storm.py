@@ -89,26 +89,32 @@ def role_site(**values: object) -> str:
 
 
 def nginx_conf(tmp: Path, listen: int, upstream: str, assets: Path) -> Path:
-    """Debian's nginx.conf defaults around the role's own site template."""
+    """Debian's nginx.conf with the role's edits, around the role's own site template."""
     site = role_site(
         bootbrain_gunicorn_bind=upstream,
         bootbrain_nginx_listen=[f"127.0.0.1:{listen}"],
         bootbrain_assets_dir=str(assets),
     )
     site = site.replace("/var/log/nginx/", f"{tmp}/")
+    connections = int(role_site_value("bootbrain_nginx_worker_connections"))
     conf = tmp / "nginx.conf"
-    # The main context as Debian ships it (worker_processes auto, 768 connections a
-    # worker); the role leaves /etc/nginx/nginx.conf alone, so this is what it runs.
+    # The main context as Debian ships it (worker_processes auto), with the
+    # worker_connections and worker_rlimit_nofile the role sets in it.
     conf.write_text(
-        f"worker_processes auto;\npid {tmp}/nginx.pid;\nerror_log {tmp}/nginx-main.log;\n"
-        "daemon off;\n"
-        "events { worker_connections 768; }\n"
+        f"worker_processes auto;\nworker_rlimit_nofile {connections * 2};\n"
+        f"pid {tmp}/nginx.pid;\nerror_log {tmp}/nginx-main.log;\ndaemon off;\n"
+        f"events {{ worker_connections {connections}; }}\n"
         "http {\n  sendfile on;\n  tcp_nopush on;\n  types_hash_max_size 2048;\n"
         "  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n"
         f"  client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n"
         f"{site}\n}}\n"
     )
     return conf
+
+
+def role_site_value(name: str) -> object:
+    """A plain value of the role's defaults."""
+    return yaml.safe_load((ROLE / "defaults/main.yml").read_text())[name]
 
 
 @dataclass
