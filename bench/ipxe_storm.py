@@ -65,7 +65,7 @@ def fill(url: str, n: int) -> None:
     """n machines with a NIC, a static address and a linux profile, by bulk insert."""
     migrate.upgrade(url)
     db = Database(url)
-    tables = ("event", "boot", "next_boot", "machine_tag", "nic", "machine", "rule")
+    tables = ("event", "boot", "next_boot", "machine_tag", "nic", "bmc", "machine", "rule")
     tables += ("profile", "network")
     with db.engine.begin() as conn:
         if db.is_sqlite:
