@@ -255,8 +255,8 @@ def wait_http(url: str) -> None:
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or a worker still loading the app
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
 
