@@ -246,8 +246,19 @@ http {{
 }}
 """)
     proc = subprocess.Popen([*pinned(setup.server_cpus), "nginx", "-c", str(conf), "-p", str(tmp)])
-    wait_http(f"http://127.0.0.1:{port}/static.ipxe")
+    started(proc, f"http://127.0.0.1:{port}/static.ipxe")
     return proc, port
+
+
+def started(proc: subprocess.Popen[bytes], url: str) -> None:
+    """Wait for ``url``; a server that does not come up is stopped (SIGTERM: gunicorn's
+    master stops its workers), never left running."""
+    try:
+        wait_http(url)
+    except BaseException:
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
 
 
 def wait_http(url: str) -> None:
@@ -288,7 +299,7 @@ def start_bootbrain(url: str, tmp: Path, setup: Setup) -> tuple[subprocess.Popen
         stdout=subprocess.DEVNULL,
         stderr=(tmp / "gunicorn.log").open("w"),
     )
-    wait_http(f"http://127.0.0.1:{port}/healthz")
+    started(proc, f"http://127.0.0.1:{port}/healthz")
     return proc, port
 
 
@@ -322,7 +333,7 @@ def start_naive(url: str, tmp: Path, setup: Setup) -> tuple[subprocess.Popen[byt
         stdout=subprocess.DEVNULL,
         stderr=(tmp / "naive.log").open("w"),
     )
-    wait_http(f"http://127.0.0.1:{port}/boot.ipxe")
+    started(proc, f"http://127.0.0.1:{port}/boot.ipxe")
     return proc, port
 
 
