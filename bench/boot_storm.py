@@ -27,9 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
+import multiprocessing.pool
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -38,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +49,7 @@ import aiohttp
 import jinja2
 import psutil
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -70,29 +75,49 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def role_site(**values: object) -> str:
+    """The role's nginx site as it deploys it: its defaults and private variables
+    where they are plain values, ``values`` for the rest (and to override)."""
+    plain: dict[str, object] = {}
+    for part in ("defaults", "vars"):
+        for key, value in yaml.safe_load((ROLE / part / "main.yml").read_text()).items():
+            if not (isinstance(value, str) and "{{" in value):
+                plain[key] = value
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.from_string((ROLE / "templates/nginx-site.conf.j2").read_text()).render(
+        plain | values
+    )
+
+
 def nginx_conf(tmp: Path, listen: int, upstream: str, assets: Path) -> Path:
-    """Debian's nginx.conf defaults around the role's own site template."""
-    site = jinja2.Template((ROLE / "templates/nginx-site.conf.j2").read_text()).render(
+    """Debian's nginx.conf with the role's edits, around the role's own site template."""
+    site = role_site(
         bootbrain_gunicorn_bind=upstream,
         bootbrain_nginx_listen=[f"127.0.0.1:{listen}"],
-        bootbrain_nginx_server_name="_",
-        bootbrain_nginx_client_max_body_size="16m",
         bootbrain_assets_dir=str(assets),
     )
     site = site.replace("/var/log/nginx/", f"{tmp}/")
+    connections = int(role_site_value("bootbrain_nginx_worker_connections"))
+    # As the role sets it, within what this unprivileged benchmark may raise it to.
+    nofile = min(connections * 2, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     conf = tmp / "nginx.conf"
-    # The main context as Debian ships it (worker_processes auto, 768 connections a
-    # worker); the role leaves /etc/nginx/nginx.conf alone, so this is what it runs.
+    # The main context as Debian ships it (worker_processes auto), with the
+    # worker_connections and worker_rlimit_nofile the role sets in it.
     conf.write_text(
-        f"worker_processes auto;\npid {tmp}/nginx.pid;\nerror_log {tmp}/nginx-main.log;\n"
-        "daemon off;\n"
-        "events { worker_connections 768; }\n"
+        f"worker_processes auto;\nworker_rlimit_nofile {nofile};\n"
+        f"pid {tmp}/nginx.pid;\nerror_log {tmp}/nginx-main.log;\ndaemon off;\n"
+        f"events {{ worker_connections {connections}; }}\n"
         "http {\n  sendfile on;\n  tcp_nopush on;\n  types_hash_max_size 2048;\n"
         "  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n"
         f"  client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n"
         f"{site}\n}}\n"
     )
     return conf
+
+
+def role_site_value(name: str) -> object:
+    """A plain value of the role's defaults."""
+    return yaml.safe_load((ROLE / "defaults/main.yml").read_text())[name]
 
 
 @dataclass
@@ -292,16 +317,13 @@ def pct(sorted_values: list[float], p: float) -> float:
 WARM_UP = 32
 
 
-LAG = [0.0]
-
-
-async def loop_lag() -> None:
+async def loop_lag(lag: list[float]) -> None:
     """How late the simulator's loop runs a timer: its own lag, reported, because a
     simulator that cannot keep up makes the brain look slower than it is."""
     while True:
         t = time.monotonic()
         await asyncio.sleep(0.1)
-        LAG[0] = max(LAG[0], time.monotonic() - t - 0.1)
+        lag[0] = max(lag[0], time.monotonic() - t - 0.1)
 
 
 async def warm_up(base: str, first: int) -> None:
@@ -314,13 +336,17 @@ async def warm_up(base: str, first: int) -> None:
                 sys.exit(f"warm-up machine {i} did not boot: {trace}")
 
 
-async def storm(
-    base: str, n: int, ramp: float, link_mbps: float, limit: float, seed: int
-) -> tuple[list[Trace], float, int]:
-    rng = random.Random(seed)
-    starts = sorted(rng.uniform(0, ramp) for _ in range(n))
-    order = list(range(1, n + 1))
-    rng.shuffle(order)  # machines power on in no particular order of the inventory
+#: What one simulator process brings back: its machines' traces, how many it stopped
+#: at the time limit, its event loop's worst lag (a tuple: the class of a spawned
+#: process's ``__main__`` would not unpickle here).
+Part = tuple[list[Trace], int, float]
+
+
+async def storm_part(
+    base: str, plan: list[tuple[int, float]], t0: float, link_mbps: float, limit: float
+) -> Part:
+    """Machines ``plan`` ((inventory number, power-on time after ``t0``)), in one
+    event loop. ``t0`` is on ``time.monotonic()``, which every process shares."""
     # No pooling across machines (each has its own NIC and TCP stack): a fresh
     # connection per request, as iPXE makes for each chain and download here.
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -328,26 +354,84 @@ async def storm(
         connector=connector, headers={"User-Agent": "iPXE/1.0.0+storm"}
     ) as session:
         link = Link(session, link_mbps * 1e6)
-        t0 = time.monotonic()
 
         async def one(i: int, at: float) -> Trace:
             await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
             return await Machine(Identity(mac=mac_of(i)), link).run(base + "/boot.ipxe")
 
-        lag = asyncio.create_task(loop_lag())
-        tasks = [asyncio.create_task(one(i, at)) for i, at in zip(order, starts, strict=True)]
-        done, pending = await asyncio.wait(tasks, timeout=limit)
+        lag = [0.0]
+        lagging = asyncio.create_task(loop_lag(lag))
+        tasks = [asyncio.create_task(one(i, at)) for i, at in plan]
+        done, pending = await asyncio.wait(tasks, timeout=max(1.0, t0 + limit - time.monotonic()))
         for task in pending:
             task.cancel()
-        lag.cancel()
-        print(f"  the simulator's own event loop lagged up to {LAG[0]:.2f} s")
+        lagging.cancel()
         traces = [t.result() for t in done if not t.cancelled() and t.exception() is None]
         for t in done:
             if not t.cancelled() and t.exception() is not None:
                 tr = Trace(outcome=Outcome.ERROR)
                 tr.errors[f"simulator: {type(t.exception()).__name__}"] += 1
                 traces.append(tr)
-        return traces, t0, len(pending)
+        return traces, len(pending), lag[0]
+
+
+def _run_part(
+    base: str, plan: list[tuple[int, float]], t0: float, link_mbps: float, limit: float
+) -> Part:
+    return asyncio.run(storm_part(base, plan, t0, link_mbps, limit))
+
+
+#: Machines one simulator process drives at most (one event loop: at 2,000 machines
+#: over 10 s a single loop lagged by seconds and lost connections).
+MACHINES_PER_PROCESS = 1000
+#: Time the simulator processes get to start before the first machine powers on.
+LEAD = 1.0
+
+
+@contextlib.contextmanager
+def simulators(processes: int) -> Iterator[multiprocessing.pool.Pool]:
+    """``processes`` simulator processes, forked now (before the meter's thread starts:
+    a fork copies no running thread, and a spawned interpreter would take seconds to
+    import what this one has); all stopped on the way out, whatever happened.
+
+    They run at a lower priority (nice 10) than the brain and nginx: real machines
+    bring their own CPUs, and here the clients' reading of every kernel and initrd
+    (600 GB for 10,000 machines at the defaults) would otherwise take the CPU the
+    brain answers with, and the storm would measure the simulator."""
+    pool = multiprocessing.get_context("fork").Pool(processes, initializer=os.nice, initargs=(10,))
+    try:
+        yield pool
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def storm(
+    pool: multiprocessing.pool.Pool,
+    processes: int,
+    base: str,
+    n: int,
+    ramp: float,
+    link_mbps: float,
+    limit: float,
+    seed: int,
+) -> tuple[list[Trace], float, int]:
+    """The storm, its machines dealt round-robin in power-on order over ``processes``
+    simulator processes (each its own event loop), their traces merged."""
+    rng = random.Random(seed)
+    starts = sorted(rng.uniform(0, ramp) for _ in range(n))
+    order = list(range(1, n + 1))
+    rng.shuffle(order)  # machines power on in no particular order of the inventory
+    plan = list(zip(order, starts, strict=True))
+    plans = [plan[k::processes] for k in range(processes)]
+    t0 = time.monotonic() + LEAD
+    pending = [pool.apply_async(_run_part, (base, part, t0, link_mbps, limit)) for part in plans]
+    parts = [r.get(timeout=LEAD + limit + 120) for r in pending]
+    lag = max(p[2] for p in parts)
+    print(f"  {processes} simulator processes; their event loops lagged up to {lag:.2f} s")
+    traces = [t for p in parts for t in p[0]]
+    return traces, t0, sum(p[1] for p in parts)
 
 
 def run_one(kind: str, url: str, args: argparse.Namespace, assets: Path) -> Report:
@@ -364,16 +448,17 @@ def run_one(kind: str, url: str, args: argparse.Namespace, assets: Path) -> Repo
         servers = start(kind, url, tmp, assets, args.workers)
         try:
             asyncio.run(warm_up(servers.base, args.machines + 1))
-            with Meter(servers.brain.pid) as meter:
-                traces, t0, timed_out = asyncio.run(
-                    storm(
-                        servers.base,
-                        args.machines,
-                        args.ramp,
-                        args.link_mbps,
-                        args.time_limit,
-                        args.seed,
-                    )
+            processes = args.processes or max(1, -(-args.machines // MACHINES_PER_PROCESS))
+            with simulators(processes) as pool, Meter(servers.brain.pid) as meter:
+                traces, t0, timed_out = storm(
+                    pool,
+                    processes,
+                    servers.base,
+                    args.machines,
+                    args.ramp,
+                    args.link_mbps,
+                    args.time_limit,
+                    args.seed,
                 )
             name = f"{kind} ({args.db_name}, {args.machines:,} machines)"
             report = Report(
@@ -436,6 +521,11 @@ def main() -> None:
     )
     ap.add_argument("--time-limit", type=float, default=900.0, help="seconds a storm may take")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--processes",
+        type=int,
+        help=f"simulator processes (default: one per {MACHINES_PER_PROCESS:,} machines)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the servers' logs")
     ap.add_argument("--no-reference", action="store_true", help="skip the naive brain's storm")
     args = ap.parse_args()

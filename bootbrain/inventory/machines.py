@@ -196,11 +196,17 @@ def os_config_of(obj: Machine | Profile) -> bt.OsConfig:
 def os_nic(m: Machine) -> tuple[str, str | None]:
     """(interface, MAC) the booted OS configures: the assignment's interface name
     (default eth0) on the NIC of that name, else the boot NIC, else the first NIC."""
-    name = m.interface or "eth0"
+    return nic_for_os(m.interface, m.nics)
+
+
+def nic_for_os(interface: str | None, nics: Sequence[Any]) -> tuple[str, str | None]:
+    """:func:`os_nic` from the machine's ``interface`` and its NICs in id order (rows or
+    objects with ``name``, ``boot`` and ``mac``)."""
+    name = interface or "eth0"
     nic = (
-        next((n for n in m.nics if n.name == name), None)
-        or next((n for n in m.nics if n.boot), None)
-        or (m.nics[0] if m.nics else None)
+        next((n for n in nics if n.name == name), None)
+        or next((n for n in nics if n.boot), None)
+        or (nics[0] if nics else None)
     )
     return name, nic.mac if nic else None
 

@@ -172,7 +172,7 @@ def complete(
     if not TOKEN_RE.fullmatch(token):
         raise _refuse(writer, budget, "malformed boot token", "completion", ip, kind=_COMPLETION)
     try:
-        return inventory.complete_boot(db, settings.secret(), token, report, ip).id
+        return inventory.complete_boot(db, settings.secret(), token, report, ip)
     except BootTokenError as e:
         raise _refuse(
             writer, budget, e.reason, "completion", ip, e.boot_id, e.machine_id, kind=_COMPLETION
