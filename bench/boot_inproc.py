@@ -16,7 +16,6 @@ completes it. CPU is the process's (the event writer's thread included).
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ipxe_inproc import inproc_environment  # noqa: E402
 from bench.ipxe_storm import mac_of  # noqa: E402
 
 
@@ -41,15 +41,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None, help="default: a new sample each run")
     args = ap.parse_args()
 
-    data = Path(tempfile.mkdtemp(prefix="bb-inproc-"))
-    (data / "empty.toml").write_text("")
-    os.environ.update(
-        BOOTBRAIN_DATABASE_URL=args.url,
-        BOOTBRAIN_DATA_DIR=str(data),
-        BOOTBRAIN_SECRET_KEY="bench",
-        BOOTBRAIN_CONFIG=str(data / "empty.toml"),
-        BOOTBRAIN_PUBLIC_URL="http://127.0.0.1",
-    )
+    inproc_environment(args.url, "http://127.0.0.1")
     from bootbrain.app import create_app
 
     app = create_app()

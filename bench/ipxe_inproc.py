@@ -45,6 +45,20 @@ def timed(module: Any, name: str, phase: str) -> None:
     setattr(module, name, wrapper)
 
 
+def inproc_environment(url: str, public_url: str) -> None:
+    """The environment ``create_app()`` reads: ``url``'s inventory, a throw-away data
+    directory and an empty configuration file."""
+    data = Path(tempfile.mkdtemp(prefix="bb-inproc-"))
+    (data / "empty.toml").write_text("")
+    os.environ.update(
+        BOOTBRAIN_DATABASE_URL=url,
+        BOOTBRAIN_DATA_DIR=str(data),
+        BOOTBRAIN_SECRET_KEY="bench",
+        BOOTBRAIN_CONFIG=str(data / "empty.toml"),
+        BOOTBRAIN_PUBLIC_URL=public_url,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -56,15 +70,7 @@ def main() -> None:
     ap.add_argument("--number", type=int, default=4000)
     args = ap.parse_args()
 
-    data = Path(tempfile.mkdtemp(prefix="bb-inproc-"))
-    (data / "empty.toml").write_text("")
-    os.environ.update(
-        BOOTBRAIN_DATABASE_URL=args.url,
-        BOOTBRAIN_DATA_DIR=str(data),
-        BOOTBRAIN_SECRET_KEY="bench",
-        BOOTBRAIN_CONFIG=str(data / "empty.toml"),
-        BOOTBRAIN_PUBLIC_URL="http://10.0.0.1",
-    )
+    inproc_environment(args.url, "http://10.0.0.1")
     from bootbrain.app import create_app
     from bootbrain.boot import render
     from bootbrain.inventory import lookup
@@ -88,7 +94,7 @@ def main() -> None:
             "REMOTE_ADDR": "127.0.0.1",
             "HTTP_HOST": "127.0.0.1",
         }
-        return b"".join(app.wsgi_app(environ, lambda status, headers: None))
+        return b"".join(app.wsgi_app(environ, lambda status, headers, exc_info=None: None))
 
     sample = answer(macs[0])
     if b"kernel" not in sample:
