@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from bootbrain import inventory, migrate, schemas
 from bootbrain.app import create_app
 from bootbrain.config import Settings
 from bootbrain.db import Database
+from bootbrain.inventory.keahosts import dispose, engine_url
 from bootbrain.models import Base
 
 PG_ENV = "BOOTBRAIN_TEST_PG_URL"
@@ -39,6 +44,34 @@ def pg_schema() -> str:
     db.dispose()
     migrate.upgrade(url)
     return url
+
+
+@contextlib.contextmanager
+def kea_schema_database(server_url: str, reach: Callable[[str], str]) -> Iterator[str]:
+    """A fresh database on ``server_url``'s PostgreSQL with Kea's schema (``kea-admin
+    db-init pgsql``, as the README says), dropped afterwards. Yields its libpq URL as
+    ``reach`` rewrites it (e.g. through a forwarded unix socket)."""
+    base = urlsplit(server_url.replace("+psycopg", ""))
+    host, port = base.hostname or "127.0.0.1", base.port or 5432
+    user, password = base.username or "", base.password or ""
+    name = f"{base.path.lstrip('/')}_kea_{secrets.token_hex(3)}"
+    admin = create_engine(engine_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = reach(f"postgresql://{quote(user)}:{quote(password)}@/{name}")
+    try:
+        proc = subprocess.run(
+            ["kea-admin", "db-init", "pgsql", "-u", user, "-p", password, "-n", name,
+             "-h", host, "-P", str(port)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        yield url
+    finally:
+        dispose(url)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def _truncate(url: str) -> None:

@@ -42,13 +42,12 @@ import json
 import re
 import secrets
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import lab
 import pytest
@@ -69,13 +68,11 @@ from e2e_site import (
     smbios_for,
     start_site,
 )
-from sqlalchemy import create_engine, text
 from test_dnsmasq_e2e import DnsmasqSite
 from test_kea_e2e import KeaSite
 
 from bootbrain.inventory import kea_hosts
-from bootbrain.inventory.keahosts import dispose, engine_url
-from tests.conftest import _truncate
+from tests.conftest import _truncate, kea_schema_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]
 
@@ -161,28 +158,8 @@ def kea_hosts_database(
     says), on the inventory's server; its libpq URL through the same socket."""
     if shutil.which("kea-admin") is None:
         pytest.skip("Kea unavailable for the e2e lab: binary kea-admin not found")
-    forward = inventory[1]
-    base = urlsplit(pg_schema)
-    user, password = base.username or "", base.password or ""
-    name = f"{base.path.lstrip('/')}_kea_{secrets.token_hex(3)}"
-    admin = create_engine(engine_url(pg_schema), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    hosts_url = forward.url(f"postgresql://{quote(user)}:{quote(password)}@/{name}")
-    try:
-        host, port = forward.upstream
-        proc = subprocess.run(
-            ["kea-admin", "db-init", "pgsql", "-u", user, "-p", password, "-n", name,
-             "-h", host, "-P", str(port)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    with kea_schema_database(pg_schema, inventory[1].url) as hosts_url:
         yield hosts_url
-    finally:
-        dispose(hosts_url)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def start_hosts(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import threading
@@ -26,11 +25,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, text
 
 from bootbrain.app import create_app
 from bootbrain.config import Settings
@@ -44,8 +41,15 @@ from bootbrain.integrations.kea import (
 )
 from bootbrain.integrations.reconcile import Reconciler, reconcile_once
 from bootbrain.inventory import kea_hosts
-from bootbrain.inventory.keahosts import dispose, engine_url
-from tests.conftest import Api, _truncate, make_settings, make_token, pg_url
+from bootbrain.inventory.keahosts import dispose
+from tests.conftest import (
+    Api,
+    _truncate,
+    kea_schema_database,
+    make_settings,
+    make_token,
+    pg_url,
+)
 from tests.e2e.lab.pgsocket import PgSocket
 
 from .conftest import CLIENT_IF, SERVER_IF, SERVER_IP, DhcpLab, _ip
@@ -70,31 +74,16 @@ FORWARDS: dict[str, PgSocket] = {}
 def kea_database() -> Iterator[str]:
     """A fresh database with Kea's schema; its libpq URL through a unix socket."""
     require_kea()
-    base = urlsplit(pg_url().replace("+psycopg", ""))
-    host, port = base.hostname or "127.0.0.1", base.port or 5432
-    user, password = base.username or "", base.password or ""
-    name = f"{base.path.lstrip('/')}_kea_{secrets.token_hex(3)}"
-    admin = create_engine(engine_url(pg_url()), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    forward = PgSocket(host, port)
-    url = f"postgresql://{quote(user)}:{quote(password)}@/{name}?host={forward.dir}&port={port}"
-    FORWARDS[url] = forward
+    forward = PgSocket.for_url(pg_url())
     try:
-        proc = subprocess.run(
-            ["kea-admin", "db-init", "pgsql", "-u", user, "-p", password, "-n", name,
-             "-h", host, "-P", str(port)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        yield url
+        with kea_schema_database(pg_url(), forward.url) as url:
+            FORWARDS[url] = forward
+            try:
+                yield url
+            finally:
+                del FORWARDS[url]
     finally:
-        dispose(url)
         forward.close()
-        del FORWARDS[url]
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
